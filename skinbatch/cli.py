@@ -1,0 +1,70 @@
+"""The ``skinbatch`` command.
+
+Sub-commands are imported lazily so that a consumer host, which has neither torch nor the converter's
+dependencies, can still run ``skinbatch consume`` and ``skinbatch --help``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+# name -> "module:attribute", loaded only when the command runs.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "taxonomy": ("skinbatch.taxonomy.cli:taxonomy", "Partition and inspect disease taxonomies."),
+    "convert": ("converter.cli:convert", "Convert a trained Inception-v3 into a Triton model repository."),
+    "serve": ("skinbatch.serve.cli:serve", "Run the local CPU Triton server on a model repository."),
+    "consume": ("consumer.cli:consume", "Score images streamed through Kafka."),
+    "publish": ("consumer.publish:publish", "Send image files to Kafka as scoring requests."),
+    "demo": ("skinbatch.demo:demo", "Run the whole pipeline on a local stack with sample images."),
+    "localstack": ("skinbatch.localstack.cli:localstack", "Local Kafka broker for the demo and tests."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in _COMMANDS:
+            return None
+        target, help_text = _COMMANDS[cmd_name]
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            missing = getattr(exc, "name", None) or str(exc)
+
+            @click.command(cmd_name, help=help_text, context_settings={"ignore_unknown_options": True})
+            @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+            def unavailable(args: tuple[str, ...]) -> None:
+                raise click.ClickException(
+                    f"`skinbatch {cmd_name}` needs a package that is not installed ({missing}). "
+                    "Install the matching extra, e.g. `pip install 'skinbatch[convert]'` for convert, "
+                    "`pip install 'skinbatch[serve]'` for serve."
+                )
+
+            return unavailable
+        return getattr(module, attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Listing must not import every sub-command (torch would load for `--help`).
+        rows = [(name, _COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="skinbatch")
+def cli() -> None:
+    """Score dermatology photographs for skin cancer with an Inception-v3 served by Triton."""
+
+
+def main() -> None:
+    sys.exit(cli(standalone_mode=True))
+
+
+if __name__ == "__main__":
+    main()

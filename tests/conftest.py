@@ -1,0 +1,7 @@
+"""Shared fixtures. Servers (Kafka, Triton) come from the project's own code, started per session."""
+
+pytest_plugins = [
+    "tests.fixtures.kafka",
+    "tests.fixtures.triton",
+    "tests.fixtures.converted",
+]
