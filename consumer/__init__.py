@@ -1,0 +1,1 @@
+"""The Kafka consumer: images in, malignancy scores out, at least once."""

@@ -1,0 +1,95 @@
+"""``skinbatch consume``. Every flag can also be given as an environment variable (shown in --help)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from dataclasses import fields
+from types import FrameType
+
+import click
+
+from skinbatch.logs import configure_logging
+
+from .config import ENV_PREFIX, ConsumerConfig
+
+
+def _env(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+_DEFAULTS = {f.name: f.default for f in fields(ConsumerConfig) if not callable(f.default_factory)}  # type: ignore[arg-type]
+
+
+def _opt(name: str, help_text: str, **kw: object):  # type: ignore[no-untyped-def]
+    flag = "--" + name.replace("_", "-")
+    if "default" not in kw and name in _DEFAULTS and _DEFAULTS[name] is not None:
+        kw["default"] = _DEFAULTS[name]
+        kw.setdefault("show_default", True)
+    return click.option(flag, name, envvar=_env(name), show_envvar=True, help=help_text, **kw)
+
+
+@click.command()
+@_opt("bootstrap_servers", "Kafka bootstrap servers, host:port[,host:port].", required=True)
+@_opt("triton_url", "Triton gRPC endpoint, host:port.", required=True)
+@_opt("request_topic", "Topic with image requests.")
+@_opt("result_topic", "Topic for scores.")
+@_opt("dead_letter_topic", "Topic for rejected inputs, with the reason.")
+@_opt("group_id", "Kafka consumer group; every member shares the work.")
+@_opt("archive_root", "Folder that {\"uri\": ...} references resolve under (refused without it).",
+      type=click.Path(exists=True, file_okay=False))
+@_opt("model", "Ensemble to call.")
+@_opt("decode_workers", "Decoding processes.", type=int, default=None)
+@_opt("max_in_flight", "Messages in flight before consumption pauses.", type=int)
+@_opt("max_infer_in_flight", "Images in flight to Triton.", type=int)
+@_opt("max_message_bytes", "Largest image accepted, inline or by reference.", type=int)
+@_opt("max_pixels", "Largest image in pixels, checked before decoding (decompression bombs).", type=int)
+@_opt("metrics_port", "Prometheus metrics port (0 disables).", type=int)
+@_opt("metrics_host", "Address the metrics endpoint binds to.")
+@_opt("drain_timeout_s", "On SIGTERM, how long to finish in-flight work before exiting.", type=float)
+@_opt("client_id", "Kafka client id.")
+@_opt("security_protocol", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
+      type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]))
+@_opt("sasl_mechanism", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.", default=None)
+@_opt("sasl_username", "SASL user.", default=None)
+@_opt("sasl_password", "SASL password (prefer the environment variable).", default=None)
+@_opt("ssl_cafile", "CA bundle for TLS.", default=None)
+@_opt("ssl_certfile", "Client certificate for mutual TLS.", default=None)
+@_opt("ssl_keyfile", "Client key for mutual TLS.", default=None)
+@click.option("--log-level", envvar=_env("log_level"), show_envvar=True, default="INFO", show_default=True)
+def consume(log_level: str, **options: object) -> None:
+    """Score images streamed through Kafka, at least once.
+
+    Results go to the result topic keyed by request id; bad input goes to the dead-letter topic
+    with a reason. SIGTERM or Ctrl-C drains in-flight work, commits and exits 0.
+    """
+    configure_logging(log_level)
+    values = {k: v for k, v in options.items() if v is not None}
+    config = ConsumerConfig(**values)  # type: ignore[arg-type]
+    if config.metrics_port == 0:
+        config.metrics_port = None
+
+    from .metrics import ConsumerMetrics
+    from .service import ScoringConsumer
+
+    metrics = ConsumerMetrics()
+    if config.metrics_port:
+        try:
+            metrics.serve(config.metrics_port, config.metrics_host)
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot serve metrics on {config.metrics_host}:{config.metrics_port} ({exc.strerror}); "
+                "choose another --metrics-port or 0 to disable"
+            ) from None
+    service = ScoringConsumer(config, metrics)
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        service.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    sys.exit(service.run())
+
+
+if __name__ == "__main__":
+    consume()

@@ -1,0 +1,59 @@
+"""The consumer's configuration: one typed dataclass, filled from CLI flags or environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+ENV_PREFIX = "SKINBATCH_"
+
+
+@dataclass
+class ConsumerConfig:
+    bootstrap_servers: str
+    triton_url: str
+    request_topic: str = "skinbatch.requests"
+    result_topic: str = "skinbatch.results"
+    dead_letter_topic: str = "skinbatch.dead-letter"
+    group_id: str = "skinbatch-consumers"
+    archive_root: str | None = None
+    """Folder that ``{"uri": ...}`` references resolve under; references are refused without it."""
+    model: str = "skin_classifier"
+    decode_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    max_in_flight: int = 64
+    """Messages taken from Kafka and not yet answered; consumption pauses beyond it."""
+    max_infer_in_flight: int = 64
+    """Images sent to Triton and not yet answered; enough for the dynamic batcher to fill batches."""
+    max_in_flight_bytes: int = 256 * 1024 * 1024
+    max_message_bytes: int = 32 * 1024 * 1024
+    max_pixels: int = 100_000_000
+    metrics_port: int | None = 9108
+    metrics_host: str = "127.0.0.1"
+    commit_interval_s: float = 1.0
+    drain_timeout_s: float = 30.0
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 10.0
+    triton_timeout_s: float = 30.0
+    client_id: str = "skinbatch-consumer"
+    # Kafka security, passed through to kafka-python unchanged.
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    def kafka_security(self) -> dict[str, Any]:
+        """kafka-python keyword arguments for TLS and SASL; empty values are left out."""
+        opts: dict[str, Any] = {
+            "security_protocol": self.security_protocol,
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_username,
+            "sasl_plain_password": self.sasl_password,
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+        }
+        return {k: v for k, v in opts.items() if v is not None}

@@ -1,0 +1,71 @@
+"""The result and dead-letter messages. Pure: builds JSON-ready dicts. See docs/contracts.md."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from skinbatch.modelcard import ModelCard
+from skinbatch.scoring import Scores
+
+UNTRAINED_WARNING = "untrained model: these scores are random and must not be used clinically"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def source(topic: str, partition: int, offset: int) -> dict[str, Any]:
+    return {"topic": topic, "partition": partition, "offset": offset}
+
+
+def frame_request_id(base: str, frame: int, frames: int) -> str:
+    """One result per frame: multi-frame inputs get ``<id>:<frame>`` (frames count from 1)."""
+    return base if frames == 1 else f"{base}:{frame}"
+
+
+def result_message(
+    *,
+    request_id: str,
+    scores: Scores,
+    card: ModelCard,
+    src: dict[str, Any],
+    input_info: dict[str, Any],
+    dicom: dict[str, Any] | None,
+    timings_ms: dict[str, float],
+) -> dict[str, Any]:
+    msg: dict[str, Any] = {
+        "request_id": request_id,
+        "status": "ok",
+        **scores.to_dict(),
+        "model": card.model_summary(),
+        "input": input_info,
+        "source": src,
+        "timings_ms": {k: round(v, 3) for k, v in timings_ms.items()},
+        "scored_at": _now(),
+    }
+    if dicom is not None:
+        msg["dicom"] = dicom
+    if not card.trained:
+        msg["warning"] = UNTRAINED_WARNING
+    return msg
+
+
+def dead_letter_message(
+    *, request_id: str, error_type: str, error_message: str, src: dict[str, Any], input_info: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    msg: dict[str, Any] = {
+        "request_id": request_id,
+        "status": "rejected",
+        "error": {"type": error_type, "message": error_message},
+        "source": src,
+        "rejected_at": _now(),
+    }
+    if input_info:
+        msg["input"] = input_info
+    return msg
+
+
+def encode(msg: dict[str, Any]) -> bytes:
+    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -1,0 +1,36 @@
+"""Prometheus metrics of one consumer process. Names start with ``skinbatch_consumer_``."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+
+
+class ConsumerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        p = "skinbatch_consumer_"
+        self.messages = Counter(p + "messages_total", "Kafka messages finished, by outcome", ["outcome"], registry=r)
+        self.images = Counter(p + "images_total", "Images (frames) scored", registry=r)
+        self.errors = Counter(p + "errors_total", "Rejected inputs and retried faults, by type", ["type"], registry=r)
+        self.retries = Counter(p + "retries_total", "Retries after infrastructure faults, by stage", ["stage"], registry=r)
+        self.latency = Histogram(p + "end_to_end_seconds", "From the request's Kafka timestamp to its result acknowledged",
+                                 buckets=_LATENCY_BUCKETS, registry=r)
+        self.decode_seconds = Histogram(p + "decode_seconds", "Decode and preprocess time per message",
+                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5), registry=r)
+        self.infer_seconds = Histogram(p + "infer_seconds", "Triton round trip per image",
+                                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10), registry=r)
+        self.in_flight = Gauge(p + "in_flight_messages", "Messages taken from Kafka and not yet answered", registry=r)
+        self.infer_in_flight = Gauge(p + "in_flight_images", "Images sent to Triton and not yet answered", registry=r)
+        self.lag = Gauge(p + "lag", "Messages behind the partition's end (high watermark − committed)",
+                         ["topic", "partition"], registry=r)
+        self.triton_up = Gauge(p + "triton_up", "1 while Triton answers, 0 while the consumer waits for it", registry=r)
+        self.paused = Gauge(p + "paused", "1 while consumption is paused (backpressure or Triton down)", registry=r)
+        self.batch_size = Gauge(p + "triton_average_batch_size",
+                                "Average batch size Triton formed for the Inception model since the last sample",
+                                registry=r)
+
+    def serve(self, port: int, host: str = "127.0.0.1") -> None:
+        start_http_server(port, addr=host, registry=self.registry)

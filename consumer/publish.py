@@ -1,0 +1,102 @@
+"""``skinbatch publish``: send image files, or references to them, to the request topic."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+def iter_files(paths: list[Path]) -> Iterator[Path]:
+    """Files as given, and folders walked recursively in a stable order (hidden files skipped)."""
+    for path in paths:
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                hidden = any(part.startswith(".") for part in child.relative_to(path).parts)
+                # A DICOMDIR is an index of the folder, not an image.
+                if child.is_file() and not hidden and child.name.upper() != "DICOMDIR":
+                    yield child
+        else:
+            yield path
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--bootstrap-servers", envvar="SKINBATCH_BOOTSTRAP_SERVERS", show_envvar=True, required=True)
+@click.option("--topic", envvar="SKINBATCH_REQUEST_TOPIC", show_envvar=True, default="skinbatch.requests",
+              show_default=True)
+@click.option("--by-reference", is_flag=True, help="Send {\"uri\": ...} references instead of the bytes.")
+@click.option("--archive-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="With --by-reference: references are made relative to this folder (the consumer's root).")
+@click.option("--key", "key_mode", type=click.Choice(["none", "sha256", "counter"]), default="none", show_default=True,
+              help="Message key (the request id unless a header sets one). 'none' lets the consumer derive it "
+                   "from the DICOM SOP Instance UID or the content hash. File names are never used: they may "
+                   "contain patient data.")
+@click.option("--max-request-bytes", default=64 * 1024 * 1024, show_default=True,
+              help="Client-side limit; the broker's own message.max.bytes also applies.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+def publish(paths: tuple[Path, ...], bootstrap_servers: str, topic: str, by_reference: bool,
+            archive_root: Path | None, key_mode: str, max_request_bytes: int, as_json: bool) -> None:
+    """Send image files and folders (DICOM, JPEG, PNG) as scoring requests.
+
+    Exit code 0 when every file was acknowledged by the broker, 1 when some were refused (for
+    example over the broker's size limit: send those --by-reference), 2 on bad usage.
+    """
+    from kafka import KafkaProducer
+
+    if by_reference and archive_root is None:
+        raise click.UsageError("--by-reference needs --archive-root, the folder the consumer resolves references under")
+    root = archive_root.resolve() if archive_root else None
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True,
+                             linger_ms=10, max_request_size=max_request_bytes, client_id="skinbatch-publish")
+    sent, failed = 0, []
+    pending = []
+    for n, path in enumerate(iter_files(list(paths))):
+        headers: list[tuple[str, bytes]] = []
+        if by_reference:
+            assert root is not None
+            try:
+                rel = path.resolve().relative_to(root)
+            except ValueError:
+                failed.append({"file": str(path), "error": "outside --archive-root"})
+                continue
+            value = json.dumps({"uri": rel.as_posix()}).encode()
+            headers.append(("content-type", b"application/vnd.skinbatch.reference+json"))
+        else:
+            value = path.read_bytes()
+        key = None
+        if key_mode == "sha256":
+            key = hashlib.sha256(path.read_bytes() if by_reference else value).hexdigest().encode()
+        elif key_mode == "counter":
+            key = str(n).encode()
+        try:
+            pending.append((path, producer.send(topic, value=value, key=key, headers=headers or None)))
+        except Exception as exc:  # noqa: BLE001 - reported per file below
+            failed.append({"file": str(path), "error": _explain(exc)})
+    for path, future in pending:
+        try:
+            future.get(timeout=60)
+            sent += 1
+        except Exception as exc:  # noqa: BLE001
+            failed.append({"file": str(path), "error": _explain(exc)})
+    producer.close(timeout=10)
+    summary = {"topic": topic, "sent": sent, "failed": failed}
+    if as_json:
+        json.dump(summary, sys.stdout)
+        click.echo()
+    else:
+        click.echo(f"sent {sent} request(s) to {topic}")
+        for f in failed:
+            click.echo(f"  not sent: {f['file']}: {f['error']}", err=True)
+    sys.exit(1 if failed else 0)
+
+
+def _explain(exc: Exception) -> str:
+    name = type(exc).__name__
+    if "TooLarge" in name:
+        return (f"{name}: the message is over the broker's (or this client's) size limit; "
+                "publish it --by-reference, or raise max.message.bytes on the topic")
+    return f"{name}: {exc}"

@@ -1,0 +1,113 @@
+"""Parsing a Kafka record into a scoring request. Pure: no Kafka, no file I/O.
+
+A request value is either the raw bytes of a DICOM Part-10 file, a JPEG or a PNG, or a JSON reference
+``{"uri": "relative/path"}`` (or ``file:///...``) to a file under the consumer's ``--archive-root``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from .errors import RequestRejected
+
+REQUEST_ID_HEADER = "request-id"
+CONTENT_TYPE_HEADER = "content-type"
+REFERENCE_CONTENT_TYPE = "application/vnd.skinbatch.reference+json"
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the consumer must score for one record."""
+
+    explicit_id: str | None
+    """From the ``request-id`` header, else the message key; None to derive it from the content."""
+    payload: bytes | None
+    """Inline image bytes, or None for a reference."""
+    path: str | None
+    """For a reference: the absolute path under the archive root."""
+    content_type: str | None
+
+
+def _header(headers: list[tuple[str, bytes]] | None, name: str) -> str | None:
+    for key, value in headers or []:
+        if key.lower() == name and value is not None:
+            try:
+                return value.decode("utf-8").strip() or None
+            except UnicodeDecodeError:
+                return None
+    return None
+
+
+def explicit_request_id(headers: list[tuple[str, bytes]] | None, key: bytes | None) -> str | None:
+    """The header, else the message key (as text)."""
+    rid = _header(headers, REQUEST_ID_HEADER)
+    if rid:
+        return rid
+    if key:
+        try:
+            return key.decode("utf-8").strip() or None
+        except UnicodeDecodeError:
+            return key.hex()
+    return None
+
+
+def looks_like_reference(value: bytes, content_type: str | None) -> bool:
+    if content_type and "json" in content_type:
+        return True
+    # Images never start with "{": DICOM has a preamble then "DICM", JPEG FF D8, PNG 89 50.
+    return value[:1] == b"{"
+
+
+def resolve_reference(uri: str, archive_root: str | None) -> str:
+    """An absolute path inside ``archive_root``; refuses anything that escapes it."""
+    if not archive_root:
+        raise RequestRejected(
+            "reference_not_allowed",
+            "the request is a reference, but this consumer has no --archive-root; send the image inline",
+        )
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        raise RequestRejected("unsupported_reference", f"unsupported URI scheme {parsed.scheme!r}; use a path or file://")
+    raw = unquote(parsed.path if parsed.scheme == "file" else uri)
+    if "\x00" in raw:
+        raise RequestRejected("invalid_reference", "the reference contains a NUL byte")
+    root = Path(archive_root).resolve()
+    candidate = Path(raw) if os.path.isabs(raw) else root / raw
+    # resolve() follows symbolic links, so a link inside the root that points outside is refused too.
+    resolved = candidate.resolve()
+    if not resolved.is_relative_to(root):
+        raise RequestRejected("reference_outside_root", "the reference points outside the archive root")
+    return str(resolved)
+
+
+def parse_request(
+    value: bytes | None,
+    key: bytes | None,
+    headers: list[tuple[str, bytes]] | None,
+    archive_root: str | None,
+    max_bytes: int,
+) -> Request:
+    """Classify a record. Raises ``RequestRejected`` for bad input."""
+    content_type = _header(headers, CONTENT_TYPE_HEADER)
+    rid = explicit_request_id(headers, key)
+    if not value:
+        raise RequestRejected("empty", "the message has no value; send image bytes or a {\"uri\": ...} reference")
+    if len(value) > max_bytes:
+        raise RequestRejected(
+            "too_large", f"the message is {len(value)} bytes, over this consumer's limit of {max_bytes}; "
+            "send a reference instead"
+        )
+    if looks_like_reference(value, content_type):
+        try:
+            doc = json.loads(value)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise RequestRejected("invalid_reference", "the value looks like JSON but does not parse") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("uri"), str) or not doc["uri"]:
+            raise RequestRejected("invalid_reference", "a reference must be a JSON object with a string 'uri'")
+        rid = rid or (str(doc["request_id"]) if doc.get("request_id") else None)
+        return Request(rid, None, resolve_reference(doc["uri"], archive_root), content_type)
+    return Request(rid, bytes(value), None, content_type)

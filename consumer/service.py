@@ -1,0 +1,571 @@
+"""The consumer's event loop: Kafka → decode pool → Triton → Kafka, at least once.
+
+One thread owns the KafkaConsumer (kafka-python's consumer is not thread-safe). Decoding runs in a
+process pool; inference runs as many concurrent gRPC requests; produce acknowledgements arrive on the
+producer's thread. All three report back through one queue, and the loop acts on them. An offset is
+committed only once every output of its message (results or a dead letter) has been acknowledged by
+the broker, and only as part of a fully processed prefix of its partition.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.structs import OffsetAndMetadata
+
+from skinbatch.modelcard import ModelCard
+from skinbatch.scoring import Scores, TritonScorer, TritonUnavailable
+
+from . import messages
+from .config import ConsumerConfig
+from .decode import ArchiveUnavailable, DecodedRequest, decode_request, worker_init
+from .errors import RequestRejected
+from .metrics import ConsumerMetrics
+from .offsets import OffsetTracker
+from .requests import Request, parse_request
+
+log = logging.getLogger("skinbatch.consumer")
+
+
+@dataclass
+class _Job:
+    """One Kafka message on its way through the pipeline."""
+
+    tp: TopicPartition
+    offset: int
+    generation: int
+    timestamp_ms: int
+    polled: float
+    request: Request | None = None
+    size: int = 0
+    decoded: DecodedRequest | None = None
+    scores: list[Scores | None] = field(default_factory=list)
+    infer_ms: list[float] = field(default_factory=list)
+    remaining_frames: int = 0
+    unacked: int = 0
+    outcome: str = "ok"
+
+    @property
+    def source(self) -> dict[str, Any]:
+        return messages.source(self.tp.topic, self.tp.partition, self.offset)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, service: ScoringConsumer) -> None:
+        self.service = service
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.service._on_revoked(list(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.service._on_assigned(list(assigned))
+
+
+class ScoringConsumer:
+    """A member of the consumer group. ``run()`` blocks until ``stop()``; both are safe from a signal handler."""
+
+    def __init__(self, config: ConsumerConfig, metrics: ConsumerMetrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or ConsumerMetrics()
+        self.tracker = OffsetTracker()
+        self._events: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._generation: dict[TopicPartition, int] = {}
+        self._gen_counter = itertools.count(1)
+        self._infer_backlog: deque[tuple[_Job, int]] = deque()
+        self._infer_in_flight = 0
+        self._bytes_in_flight = 0
+        self._retry_heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._retry_seq = itertools.count()
+        self._triton_down_since: float | None = None
+        self._triton_backoff = config.retry_initial_s
+        self._next_probe = 0.0
+        self._last_commit = 0.0
+        self._paused = False
+        self.card: ModelCard | None = None
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._scorer: TritonScorer | None = None
+
+    # -- public ------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> int:
+        cfg = self.config
+        # The pool is made before any gRPC channel exists: forking a process that holds one is unsafe.
+        self._pool = self._new_pool()
+        self._scorer = TritonScorer(cfg.triton_url, model=cfg.model, timeout_s=cfg.triton_timeout_s)
+        self.card = self._wait_for_model()
+        if self.card is None:
+            self._shutdown_pool()
+            return 0
+        log.info("model loaded", extra={"event": "model", "model": self.card.model_summary(),
+                                        "preprocessing": self.card.preprocessing})
+        if not self.card.trained:
+            log.warning("serving an UNTRAINED model: scores are random", extra={"event": "untrained"})
+        security = cfg.kafka_security()
+        self._producer = KafkaProducer(
+            bootstrap_servers=cfg.bootstrap_servers, client_id=cfg.client_id, acks="all",
+            enable_idempotence=True, linger_ms=5, max_request_size=max(cfg.max_message_bytes, 1 << 20),
+            **security,
+        )
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=cfg.bootstrap_servers, group_id=cfg.group_id, client_id=cfg.client_id,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            max_poll_records=max(1, min(cfg.max_in_flight, 500)),
+            max_partition_fetch_bytes=cfg.max_message_bytes + 65536,
+            fetch_max_bytes=max(cfg.max_message_bytes + 65536, 52428800),
+            **security,
+        )
+        self._consumer.subscribe([cfg.request_topic], listener=_Rebalance(self))
+        stats = threading.Thread(target=self._sample_triton_statistics, name="triton-stats", daemon=True)
+        stats.start()
+        log.info("consuming", extra={"event": "start", "topic": cfg.request_topic, "group": cfg.group_id})
+        try:
+            while not self._stop.is_set():
+                self._step()
+            self._drain()
+        finally:
+            self._close()
+        return 0
+
+    # -- start-up ----------------------------------------------------------------------------
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.config.decode_workers, mp_context=get_context("spawn"),
+                                   initializer=worker_init)
+
+    def _wait_for_model(self) -> ModelCard | None:
+        backoff = self.config.retry_initial_s
+        assert self._scorer is not None
+        while not self._stop.is_set():
+            try:
+                if self._scorer.is_ready():
+                    self.metrics.triton_up.set(1)
+                    return self._scorer.load_card()
+            except TritonUnavailable as exc:
+                log.warning("model card unreadable", extra={"event": "triton_wait", "error": str(exc)})
+            self.metrics.triton_up.set(0)
+            log.warning("waiting for Triton", extra={"event": "triton_wait", "url": self._scorer.url,
+                                                     "retry_in_s": backoff})
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, self.config.retry_max_s)
+        return None
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _step(self) -> None:
+        self._run_due_retries()
+        self._probe_triton()
+        self._pump_inference()
+        self._flow_control()
+        assert self._consumer is not None
+        busy = self.tracker.in_flight() > 0
+        records = self._consumer.poll(timeout_ms=10 if busy else 200)
+        for tp, batch in records.items():
+            for record in batch:
+                self._accept(tp, record)
+        self._handle_events(timeout=0.005 if busy else 0.0)
+        self._maybe_commit()
+        self._update_gauges()
+
+    def _handle_events(self, timeout: float) -> None:
+        try:
+            fn, args = self._events.get(timeout=timeout) if timeout else self._events.get_nowait()
+        except queue.Empty:
+            return
+        fn(*args)
+        while True:
+            try:
+                fn, args = self._events.get_nowait()
+            except queue.Empty:
+                return
+            fn(*args)
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        """Hand work from another thread to the loop."""
+        self._events.put((fn, args))
+
+    def _current(self, job: _Job) -> bool:
+        """False once the job's partition was revoked: its work is dropped, a new owner redoes it."""
+        return self._generation.get(job.tp) == job.generation and self.tracker.is_tracked(job.tp, job.offset)
+
+    # -- accept a record ---------------------------------------------------------------------
+    def _accept(self, tp: TopicPartition, record: Any) -> None:
+        cfg = self.config
+        job = _Job(tp=tp, offset=record.offset, generation=self._generation.get(tp, 0),
+                   timestamp_ms=record.timestamp or 0, polled=time.monotonic())
+        self.tracker.started(tp, record.offset)
+        value = record.value
+        job.size = len(value) if value else 0
+        try:
+            job.request = parse_request(value, record.key, list(record.headers or []), cfg.archive_root,
+                                        cfg.max_message_bytes)
+        except RequestRejected as exc:
+            rid = _fallback_id(record)
+            self._reject(job, rid, exc.type, exc.message, {"bytes": job.size})
+            return
+        self._bytes_in_flight += job.size
+        self._submit_decode(job)
+
+    def _submit_decode(self, job: _Job) -> None:
+        assert self._pool is not None and self.card is not None and job.request is not None
+        cfg = self.config
+        try:
+            future = self._pool.submit(decode_request, job.request.payload, job.request.path,
+                                       self.card.preprocessing, cfg.max_message_bytes, cfg.max_pixels)
+        except BrokenProcessPool:
+            self._restart_pool()
+            self._retry_later(cfg.retry_initial_s, lambda: self._submit_decode(job), "decode")
+            return
+        future.add_done_callback(lambda f: self._post(self._on_decoded, job, f))
+
+    def _on_decoded(self, job: _Job, future: Future[DecodedRequest]) -> None:
+        if not self._current(job):
+            self._release_payload(job)
+            return
+        try:
+            decoded = future.result()
+        except ArchiveUnavailable as exc:
+            self.metrics.errors.labels("archive_unavailable").inc()
+            log.warning("archive read failed; will retry", extra={"event": "retry", "stage": "archive",
+                                                                  "error": str(exc), **job.source})
+            self._retry_later(self.config.retry_max_s / 2, lambda: self._submit_decode(job), "archive")
+            return
+        except BrokenProcessPool:
+            log.error("a decode worker died; restarting the pool", extra={"event": "pool_restart", **job.source})
+            self._restart_pool()
+            self._retry_later(self.config.retry_initial_s, lambda: self._submit_decode(job), "decode")
+            return
+        except Exception as exc:  # noqa: BLE001 - a decoder bug must not stop the consumer
+            log.exception("unexpected decode failure", extra={"event": "decode_bug", **job.source})
+            decoded = DecodedRequest(error_type="internal_error", error_message=f"{type(exc).__name__}: {exc}")
+        self._release_payload(job)
+        self.metrics.decode_seconds.observe(decoded.decode_ms / 1000)
+        if not decoded.ok:
+            rid = (job.request.explicit_id if job.request else None) or decoded.sha256 or _offset_id(job)
+            self._reject(job, rid, decoded.error_type or "corrupt", decoded.error_message or "",
+                         _input_info(decoded))
+            return
+        job.decoded = decoded
+        n = len(decoded.frame_numbers)
+        job.scores = [None] * n
+        job.infer_ms = [0.0] * n
+        job.remaining_frames = n
+        for i in range(n):
+            self._infer_backlog.append((job, i))
+        self._pump_inference()
+
+    def _release_payload(self, job: _Job) -> None:
+        """The raw bytes are not needed once decoded; only retries of the decode step keep them."""
+        if job.request is not None and job.request.payload is not None:
+            self._bytes_in_flight -= job.size
+            job.request = Request(job.request.explicit_id, None, None, job.request.content_type)
+
+    # -- inference ---------------------------------------------------------------------------
+    def _pump_inference(self) -> None:
+        if self._triton_down_since is not None:
+            return
+        assert self._scorer is not None
+        while self._infer_backlog and self._infer_in_flight < self.config.max_infer_in_flight:
+            job, i = self._infer_backlog.popleft()
+            if not self._current(job) or job.decoded is None or job.decoded.images is None:
+                continue
+            self._infer_in_flight += 1
+            started = time.monotonic()
+            try:
+                self._scorer.infer_async(
+                    job.decoded.images[i : i + 1],
+                    lambda scores, error, job=job, i=i, started=started: self._post(
+                        self._on_inferred, job, i, started, scores, error),
+                )
+            except Exception as exc:  # noqa: BLE001 - a channel failure is a Triton fault like any other
+                self._on_inferred(job, i, started, None, exc)
+
+    def _on_inferred(self, job: _Job, i: int, started: float, scores: list[Scores] | None,
+                     error: Exception | None) -> None:
+        self._infer_in_flight -= 1
+        if error is not None or not scores:
+            self._triton_fault(job, i, error)
+            return
+        self._triton_recovered()
+        if not self._current(job):
+            return
+        elapsed = time.monotonic() - started
+        self.metrics.infer_seconds.observe(elapsed)
+        job.scores[i] = scores[0]
+        job.infer_ms[i] = elapsed * 1000
+        job.remaining_frames -= 1
+        if job.remaining_frames == 0:
+            self._publish_results(job)
+
+    def _triton_fault(self, job: _Job, i: int, error: Exception | None) -> None:
+        """Triton failed: keep the frame, stop consuming, probe with backoff. Never a dead letter."""
+        self.metrics.errors.labels("triton_unavailable").inc()
+        self.metrics.retries.labels("triton").inc()
+        if self._triton_down_since is None:
+            self._triton_down_since = time.monotonic()
+            self._triton_backoff = self.config.retry_initial_s
+            self._next_probe = time.monotonic() + self._triton_backoff
+            self.metrics.triton_up.set(0)
+            log.error("Triton failed; pausing consumption and retrying",
+                      extra={"event": "triton_down", "error": str(error)[:300]})
+        if self._current(job):
+            self._infer_backlog.appendleft((job, i))
+
+    def _probe_triton(self) -> None:
+        if self._triton_down_since is None or time.monotonic() < self._next_probe:
+            return
+        assert self._scorer is not None
+        if self._scorer.is_ready():
+            self._triton_recovered()
+        else:
+            self._triton_backoff = min(self._triton_backoff * 2, self.config.retry_max_s)
+            self._next_probe = time.monotonic() + self._triton_backoff
+            log.warning("Triton still unavailable", extra={"event": "triton_down",
+                                                           "retry_in_s": self._triton_backoff})
+
+    def _triton_recovered(self) -> None:
+        if self._triton_down_since is None:
+            return
+        down_for = time.monotonic() - self._triton_down_since
+        self._triton_down_since = None
+        self.metrics.triton_up.set(1)
+        log.info("Triton is back; resuming", extra={"event": "triton_up", "down_s": round(down_for, 1)})
+
+    # -- output ------------------------------------------------------------------------------
+    def _publish_results(self, job: _Job) -> None:
+        assert self.card is not None and job.decoded is not None
+        d = job.decoded
+        explicit = job.request.explicit_id if job.request else None
+        base = explicit or ((d.dicom or {}).get("sop_instance_uid")) or d.sha256
+        frames = len(d.frame_numbers)
+        total_ms = (time.monotonic() - job.polled) * 1000
+        out = []
+        for i, frame in enumerate(d.frame_numbers):
+            scores = job.scores[i]
+            assert scores is not None
+            rid = messages.frame_request_id(base, frame, frames)
+            dicom = None if d.dicom is None else {**d.dicom, "frame": frame}
+            msg = messages.result_message(
+                request_id=rid, scores=scores, card=self.card, src=job.source,
+                input_info={**_input_info(d), "frame": frame, "frames": frames},
+                dicom=dicom, timings_ms={"decode": d.decode_ms, "infer": job.infer_ms[i], "total": total_ms},
+            )
+            out.append((rid, msg))
+        job.outcome = "ok"
+        self._send(job, self.config.result_topic, out)
+
+    def _reject(self, job: _Job, request_id: str, error_type: str, message: str,
+                input_info: dict[str, Any] | None) -> None:
+        self.metrics.errors.labels(error_type).inc()
+        log.warning("input rejected", extra={"event": "rejected", "type": error_type, **job.source})
+        msg = messages.dead_letter_message(request_id=request_id, error_type=error_type, error_message=message,
+                                           src=job.source, input_info=input_info)
+        job.outcome = "rejected"
+        self._send(job, self.config.dead_letter_topic, [(request_id, msg)])
+
+    def _send(self, job: _Job, topic: str, out: list[tuple[str, dict[str, Any]]]) -> None:
+        assert self._producer is not None
+        job.unacked = len(out)
+        for key, msg in out:
+            self._produce_one(job, topic, key, msg)
+
+    def _produce_one(self, job: _Job, topic: str, key: str, msg: dict[str, Any]) -> None:
+        assert self._producer is not None
+        try:
+            future = self._producer.send(topic, key=key.encode("utf-8"), value=messages.encode(msg))
+        except Exception as exc:  # noqa: BLE001 - buffer full or broker gone: retry, never drop
+            self._on_produced(job, topic, key, msg, exc)
+            return
+        future.add_callback(lambda _md: self._post(self._on_produced, job, topic, key, msg, None))
+        future.add_errback(lambda exc: self._post(self._on_produced, job, topic, key, msg, exc))
+
+    def _on_produced(self, job: _Job, topic: str, key: str, msg: dict[str, Any], error: Exception | None) -> None:
+        if error is not None:
+            if not self._current(job):
+                return
+            self.metrics.retries.labels("produce").inc()
+            log.warning("producing failed; will retry", extra={"event": "retry", "stage": "produce",
+                                                               "error": type(error).__name__, **job.source})
+            self._retry_later(self.config.retry_initial_s, lambda: self._produce_one(job, topic, key, msg), "produce")
+            return
+        job.unacked -= 1
+        if job.unacked > 0:
+            return
+        if not self.tracker.finished(job.tp, job.offset):
+            return
+        self.metrics.messages.labels(job.outcome).inc()
+        if job.outcome == "ok" and job.decoded is not None:
+            self.metrics.images.inc(len(job.decoded.frame_numbers))
+        if job.timestamp_ms:
+            self.metrics.latency.observe(max(0.0, time.time() - job.timestamp_ms / 1000))
+        job.decoded = None  # free the pixels now, not when the last reference goes
+
+    # -- retries, flow control, commits --------------------------------------------------------
+    def _retry_later(self, delay: float, action: Callable[[], None], stage: str) -> None:
+        heapq.heappush(self._retry_heap, (time.monotonic() + delay, next(self._retry_seq), action))
+
+    def _run_due_retries(self) -> None:
+        now = time.monotonic()
+        while self._retry_heap and self._retry_heap[0][0] <= now:
+            _, _, action = heapq.heappop(self._retry_heap)
+            action()
+
+    def _flow_control(self) -> None:
+        assert self._consumer is not None
+        cfg = self.config
+        saturated = (self.tracker.in_flight() >= cfg.max_in_flight
+                     or self._bytes_in_flight >= cfg.max_in_flight_bytes
+                     or len(self._infer_backlog) >= cfg.max_in_flight)
+        should_pause = saturated or self._triton_down_since is not None or self._stop.is_set()
+        assignment = list(self._consumer.assignment())
+        if should_pause and assignment:
+            self._consumer.pause(*assignment)
+        elif not should_pause and self._paused:
+            self._consumer.resume(*assignment)
+        self._paused = should_pause
+        self.metrics.paused.set(1 if should_pause else 0)
+
+    def _maybe_commit(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_commit < self.config.commit_interval_s:
+            return
+        self._last_commit = now
+        positions = self.tracker.to_commit()
+        if not positions:
+            return
+        self._commit(positions)
+
+    def _commit(self, positions: dict[Any, int]) -> None:
+        assert self._consumer is not None
+        try:
+            self._consumer.commit({tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()})
+            self.tracker.mark_committed(positions)
+        except Exception as exc:  # noqa: BLE001 - a failed commit only means some redelivery later
+            log.warning("commit failed; will retry", extra={"event": "commit_failed", "error": type(exc).__name__})
+
+    def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Commit what is done, then drop in-flight work of the lost partitions."""
+        positions = {tp: pos for tp, pos in self.tracker.to_commit().items() if tp in revoked}
+        if positions:
+            self._commit(positions)
+        for tp in revoked:
+            self.tracker.forget(tp)
+            self._generation[tp] = next(self._gen_counter)
+        log.info("partitions revoked", extra={"event": "revoked", "partitions": [str(tp.partition) for tp in revoked]})
+
+    def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        for tp in assigned:
+            self._generation[tp] = next(self._gen_counter)
+        self._paused = True  # let flow control resume the new assignment explicitly
+        log.info("partitions assigned", extra={"event": "assigned", "partitions": [tp.partition for tp in assigned]})
+
+    def _update_gauges(self) -> None:
+        self.metrics.in_flight.set(self.tracker.in_flight())
+        self.metrics.infer_in_flight.set(self._infer_in_flight)
+        assert self._consumer is not None
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            pos = self.tracker.committable(tp)
+            if high is not None and pos is not None:
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - pos))
+
+    def _sample_triton_statistics(self) -> None:
+        """Average batch size Triton formed for the Inception model, from its statistics, every 5 s."""
+        assert self._scorer is not None
+        scorer = TritonScorer(self.config.triton_url, model=self.config.model, timeout_s=5)
+        last: tuple[int, int] | None = None
+        while not self._stop.wait(5.0):
+            try:
+                stats = scorer.statistics()
+            except Exception:  # noqa: BLE001 - statistics are best effort
+                continue
+            for model in stats.get("model_stats", []):
+                if model.get("name") != "inception_v3":
+                    continue
+                count = int(model.get("inference_count", 0))
+                execs = int(model.get("execution_count", 0))
+                if last is not None and execs > last[1]:
+                    self.metrics.batch_size.set((count - last[0]) / (execs - last[1]))
+                last = (count, execs)
+        scorer.close()
+
+    # -- shutdown ----------------------------------------------------------------------------
+    def _drain(self) -> None:
+        """After SIGTERM: take nothing new, finish what is in flight, commit."""
+        deadline = time.monotonic() + self.config.drain_timeout_s
+        log.info("draining", extra={"event": "drain", "in_flight": self.tracker.in_flight()})
+        assert self._consumer is not None
+        while self.tracker.in_flight() > 0 and time.monotonic() < deadline:
+            self._run_due_retries()
+            self._probe_triton()
+            self._pump_inference()
+            self._flow_control()
+            self._consumer.poll(timeout_ms=0)
+            self._handle_events(timeout=0.05)
+        if self.tracker.in_flight():
+            log.warning("drain timed out; unfinished messages will be redelivered",
+                        extra={"event": "drain_timeout", "in_flight": self.tracker.in_flight()})
+        self._maybe_commit(force=True)
+
+    def _restart_pool(self) -> None:
+        self._shutdown_pool()
+        self._pool = self._new_pool()
+
+    def _shutdown_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def _close(self) -> None:
+        self._stop.set()
+        if self._producer is not None:
+            self._producer.flush(timeout=10)
+            self._producer.close(timeout=10)
+        if self._consumer is not None:
+            self._consumer.close(autocommit=False)
+        self._shutdown_pool()
+        if self._scorer is not None:
+            self._scorer.close()
+        log.info("stopped", extra={"event": "stop"})
+
+
+def _fallback_id(record: Any) -> str:
+    from .requests import explicit_request_id
+
+    rid = explicit_request_id(list(record.headers or []), record.key)
+    if rid:
+        return rid
+    import hashlib
+
+    return hashlib.sha256(record.value or b"").hexdigest()
+
+
+def _offset_id(job: _Job) -> str:
+    return f"{job.tp.topic}/{job.tp.partition}/{job.offset}"
+
+
+def _input_info(d: DecodedRequest) -> dict[str, Any]:
+    info: dict[str, Any] = {"sha256": d.sha256, "bytes": d.nbytes}
+    if d.format:
+        info["format"] = d.format
+        info["monochrome"] = d.monochrome
+    return info
+
+
+__all__ = ["ScoringConsumer"]
