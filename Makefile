@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
-	$(PY) -m skinbatch.localstack.kafka --fetch-jars
+	$(VENV)/bin/skinbatch localstack fetch
 
 demo: setup
 	$(VENV)/bin/skinbatch demo

@@ -50,7 +50,10 @@ def publish(paths: tuple[Path, ...], bootstrap_servers: str, topic: str, by_refe
     if by_reference and archive_root is None:
         raise click.UsageError("--by-reference needs --archive-root, the folder the consumer resolves references under")
     root = archive_root.resolve() if archive_root else None
-    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True,
+    # Not idempotent: kafka-python 3.0's idempotent producer stays failed after one message the broker
+    # refuses as too large, and here one oversized file must not stop the rest. A retried send may
+    # duplicate a request, which the consumer's at-least-once contract already allows.
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=False,
                              linger_ms=10, max_request_size=max_request_bytes, client_id="skinbatch-publish")
     sent, failed = 0, []
     pending = []

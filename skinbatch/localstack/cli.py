@@ -1,0 +1,147 @@
+"""``skinbatch localstack``: run the local Apache Kafka broker in the foreground.
+
+Exit codes: 0 after a clean stop (Ctrl-C or SIGTERM), 1 if the broker died on its own, 2 for bad
+arguments, 3 if Java or Maven is missing or the jars could not be fetched, 4 if the broker did not start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from skinbatch.localstack.kafka import (
+    DEFAULT_MESSAGE_MAX_BYTES,
+    KafkaBroker,
+    KafkaSetupError,
+    KafkaStartError,
+    ensure_kafka_jars,
+    kafka_version,
+)
+
+EXIT_BROKER_DIED = 1
+EXIT_SETUP = 3
+EXIT_START = 4
+
+
+class _BrokerDied(click.ClickException):
+    exit_code = EXIT_BROKER_DIED
+
+
+class _SetupFailed(click.ClickException):
+    exit_code = EXIT_SETUP
+
+
+class _StartFailed(click.ClickException):
+    exit_code = EXIT_START
+
+
+def _topic_list(value: str | None) -> list[str]:
+    return [name.strip() for name in (value or "").split(",") if name.strip()]
+
+
+@click.group("localstack", context_settings={"help_option_names": ["-h", "--help"]})
+def localstack() -> None:
+    """Local services for the demo and the tests: a real Apache Kafka broker, no Docker needed."""
+    # Our own progress lines (the one-time Maven fetch) on stderr; kafka-python's INFO chatter stays off.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("skinbatch.localstack").setLevel(logging.INFO)
+
+
+@localstack.command("fetch")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Cache root (default: $SKINBATCH_CACHE or ~/.cache/skinbatch).")
+def fetch(cache_dir: Path | None) -> None:
+    """Download the Kafka jars with Maven now (done on first use otherwise); print their folder."""
+    try:
+        click.echo(str(ensure_kafka_jars(cache_dir)))
+    except KafkaSetupError as exc:
+        raise _SetupFailed(str(exc)) from exc
+
+
+@localstack.command("kafka")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Client port on 127.0.0.1 (default: a free one).")
+@click.option("--controller-port", type=click.IntRange(1, 65535), default=None,
+              help="KRaft controller port (default: a free one).")
+@click.option("--topics", default=None, metavar="A,B,...", help="Topics to create at start.")
+@click.option("--partitions", type=click.IntRange(1, 10_000), default=1, show_default=True,
+              help="Partitions of each topic in --topics, and of auto-created topics.")
+@click.option("--message-max-bytes", type=click.IntRange(1024), default=DEFAULT_MESSAGE_MAX_BYTES,
+              show_default=True, help="The broker's message.max.bytes.")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep data and logs here (a temporary folder, deleted at exit, by default).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Cache root for the jars (default: $SKINBATCH_CACHE or ~/.cache/skinbatch).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON line with the address and paths once ready (for scripts).")
+def kafka(
+    port: int | None,
+    controller_port: int | None,
+    topics: str | None,
+    partitions: int,
+    message_max_bytes: int,
+    work_dir: Path | None,
+    cache_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Run one Apache Kafka broker (KRaft, broker+controller) until Ctrl-C or SIGTERM.
+
+    The first run downloads the Kafka jars with Maven (about 45 MB). The broker log goes to a file
+    in the work dir; its path is printed.
+    """
+    if port is not None and port == controller_port:
+        raise click.BadParameter("must differ from --port", param_hint="--controller-port")
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    # Installed before the (slow) start, so a Ctrl-C during start-up also ends in a clean close().
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    broker = KafkaBroker(
+        port,
+        controller_port,
+        message_max_bytes=message_max_bytes,
+        num_partitions=partitions,
+        work_dir=work_dir,
+        cache_dir=cache_dir,
+    )
+    try:
+        try:
+            broker.start()
+            names = _topic_list(topics)
+            if names:
+                broker.create_topics(names, partitions=partitions, exist_ok=True)
+        except KafkaSetupError as exc:
+            raise _SetupFailed(str(exc)) from exc
+        except KafkaStartError as exc:
+            raise _StartFailed(str(exc)) from exc
+        if as_json:
+            click.echo(json.dumps({
+                "bootstrap_servers": broker.bootstrap_servers,
+                "kafka_version": kafka_version(),
+                "topics": _topic_list(topics),
+                "work_dir": str(broker.work_dir),
+                "log_file": str(broker.log_file),
+                "pid": broker.pid,
+            }), nl=True)  # fmt: skip
+        else:
+            click.echo(f"Apache Kafka {kafka_version()} ready at {broker.bootstrap_servers}")
+            if names:
+                click.echo(f"topics: {', '.join(names)} ({partitions} partition(s) each)")
+            click.echo(f"log: {broker.log_file}")
+            click.echo("Ctrl-C to stop.")
+        while not stop.wait(1.0):
+            if not broker.is_running():
+                raise _BrokerDied(f"The Kafka broker exited on its own.\n{broker.log_tail()}")
+        click.echo("Stopping Kafka...", err=True)
+    finally:
+        broker.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
