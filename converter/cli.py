@@ -1,0 +1,134 @@
+"""``skinbatch convert``: the click command (registered lazily by ``skinbatch.cli``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import ConverterError
+
+#: Exit codes: 0 done, 1 conversion failed (bad input, parity failure), 2 usage, 3 host lacks TensorRT/GPU.
+EXIT_FAILED = 1
+EXIT_NO_TENSORRT = 3
+
+
+def _batch_sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...]:
+    if not value:
+        return ()
+    try:
+        return tuple(int(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise click.BadParameter("give comma-separated integers, e.g. 8,16,32") from None
+
+
+@click.command("convert", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="torchvision inception_v3 state dict (torch.save).")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False, path_type=Path), help="An Inception ONNX (float NCHW/NHWC or uint8 NHWC input).")
+@click.option("--demo-weights", is_flag=True, help="Seeded random weights: an UNTRAINED model for demos and tests.")
+@click.option("--taxonomy", type=click.Path(dir_okay=False, path_type=Path), help="Taxonomy JSON the network was trained on (default: the bundled one).")
+@click.option("--normalization", type=click.Choice(["inception", "imagenet"]), default="inception", show_default=True, help="inception: x/127.5-1 (paper); imagenet: (x/255-mean)/std.")
+@click.option("--target", type=click.Choice(["tensorrt", "onnx", "cpu"]), default="tensorrt", show_default=True, help="tensorrt: GPU plan; onnx: Triton onnxruntime backend; cpu: python backend + onnxruntime CPU.")
+@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default=None, help="Default: fp16 for tensorrt, fp32 otherwise.")
+@click.option("--resize", type=click.Choice(["center-crop", "whole"]), default="center-crop", show_default=True, help="How clients fit images to 299x299 (recorded in the model card).")
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Triton max_batch_size; also the TensorRT profile's maximum.")
+@click.option("--preferred-batch-sizes", callback=_batch_sizes, help="Comma-separated, e.g. 8,16,32 (default: half and all of the maximum).")
+@click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=2000, show_default=True, help="Dynamic batcher's max queue delay in microseconds.")
+@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True, help="Instances of inception_v3.")
+@click.option("--cpu-threads", type=click.IntRange(min=0), default=0, show_default=True, help="onnxruntime intra-op threads per cpu-target instance (0: its default).")
+@click.option("--model-version", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--model-name", help="Name in the model card (default: the weights file's stem, or 'demo').")
+@click.option("--check-images", type=click.IntRange(min=1), default=8, show_default=True, help="Seeded images for the parity and drift checks.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), help="TensorRT timing cache: loaded if present, saved after the build.")
+@click.option("--repository", required=True, type=click.Path(file_okay=False, path_type=Path), help="Model repository folder to write into.")
+@click.option("--force", is_flag=True, help="Replace existing skin_classifier/inception_v3/taxonomy folders.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+def convert(
+    checkpoint: Path | None,
+    onnx_path: Path | None,
+    demo_weights: bool,
+    taxonomy: Path | None,
+    normalization: str,
+    target: str,
+    precision: str | None,
+    resize: str,
+    max_batch_size: int,
+    preferred_batch_sizes: tuple[int, ...],
+    max_queue_delay_us: int,
+    instances: int,
+    cpu_threads: int,
+    model_version: int,
+    model_name: str | None,
+    check_images: int,
+    timing_cache: Path | None,
+    repository: Path,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Convert an Inception-v3 (checkpoint, ONNX or demo weights) into a Triton model repository.
+
+    Exports uint8-input ONNX with the normalisation folded in, checks it against the source, optionally
+    builds FP16 / TensorRT, and writes skin_classifier, inception_v3 and taxonomy with the model card.
+    """
+    if sum(bool(x) for x in (checkpoint, onnx_path, demo_weights)) != 1:
+        raise click.UsageError("give exactly one of --checkpoint, --onnx or --demo-weights")
+    from .pipeline import ConvertOptions, convert as run
+
+    opts = ConvertOptions(
+        repository=repository,
+        checkpoint=checkpoint,
+        onnx=onnx_path,
+        demo_weights=demo_weights,
+        taxonomy=taxonomy,
+        normalization=normalization,
+        target=target,
+        precision=precision,
+        resize=resize.replace("-", "_"),
+        max_batch_size=max_batch_size,
+        preferred_batch_sizes=preferred_batch_sizes,
+        max_queue_delay_us=max_queue_delay_us,
+        instances=instances,
+        model_version=model_version,
+        model_name=model_name,
+        cpu_threads=cpu_threads,
+        check_images=check_images,
+        timing_cache=timing_cache,
+        force=force,
+    )
+    steps = iter(range(1, 100))
+
+    def progress(message: str) -> None:
+        click.echo(f"[{next(steps)}] {message}…", err=True)
+
+    try:
+        summary = run(opts, progress=progress)
+    except ConverterError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_NO_TENSORRT if "needs the `tensorrt` Python package" in str(exc) else EXIT_FAILED)
+    except Exception as exc:  # taxonomy errors and the like: a message, not a traceback
+        from skinbatch.taxonomy import TaxonomyError
+
+        if isinstance(exc, TaxonomyError):
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_FAILED)
+        raise
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=1))
+        return
+    click.echo(f"wrote {summary.target} repository to {summary.repository}", err=True)
+    click.echo(f"  model {summary.model_name} v{summary.model_version}, {summary.precision}, "
+               f"{summary.num_classes} classes, max batch {summary.max_batch_size}"
+               + ("" if summary.trained else "  [UNTRAINED demo weights]"), err=True)
+    click.echo(f"  parity: max |dp| {summary.parity_max_abs_prob:.2e} on {summary.parity_images} images", err=True)
+    if summary.drift_onnx_cpu:
+        d = summary.drift_onnx_cpu
+        click.echo(f"  FP16 drift (onnxruntime CPU): max |dp| {d['max_abs_prob']:.2e}, max |d malignancy| "
+                   f"{d['max_abs_malignancy']:.2e}, top-1 agreement {d['top1_agreement']:.0%}", err=True)
+    if summary.drift_tensorrt:
+        d = summary.drift_tensorrt
+        click.echo(f"  TensorRT drift: max |dp| {d['max_abs_prob']:.2e}, max |d malignancy| "
+                   f"{d['max_abs_malignancy']:.2e}, top-1 agreement {d['top1_agreement']:.0%}", err=True)
+    elif summary.drift_tensorrt_skipped:
+        click.echo(f"  TensorRT drift: skipped ({summary.drift_tensorrt_skipped})", err=True)

@@ -1,0 +1,84 @@
+"""``skinbatch convert`` end to end through click: demo weights, JSON summary, clear failures."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+from click.testing import CliRunner  # noqa: E402
+
+from converter.cli import EXIT_NO_TENSORRT, convert  # noqa: E402
+from skinbatch.modelcard import load_model_card  # noqa: E402
+
+
+def test_demo_weights_fp16_onnx_target(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    result = CliRunner().invoke(
+        convert,
+        ["--demo-weights", "--target", "onnx", "--precision", "fp16", "--check-images", "2",
+         "--max-batch-size", "8", "--resize", "whole", "--repository", str(repo), "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["trained"] is False and summary["source"]["kind"] == "demo-weights"
+    assert summary["parity_max_abs_prob"] <= 1e-5
+    assert summary["drift_onnx_cpu"]["images"] == 2
+    assert summary["drift_tensorrt_skipped"] == "needs a GPU with TensorRT"
+    assert summary["onnx_fp16_bytes"] < 0.55 * summary["onnx_fp32_bytes"]
+    card = load_model_card(repo)
+    assert card.trained is False and card.name == "demo" and card.precision == "fp16"
+    assert card.notes[0].startswith("UNTRAINED")
+    assert card.preprocessing["resize"] == "whole"
+    assert any("FP16 drift" in n for n in card.notes)
+    # Again without --force: refused, and nothing changed.
+    again = CliRunner().invoke(convert, ["--demo-weights", "--target", "onnx", "--repository", str(repo)])
+    assert again.exit_code == 1 and "--force" in again.output
+
+
+def test_exactly_one_source(tmp_path: Path) -> None:
+    result = CliRunner().invoke(convert, ["--repository", str(tmp_path)])
+    assert result.exit_code == 2 and "exactly one" in result.output
+    result = CliRunner().invoke(convert, ["--demo-weights", "--onnx", "x.onnx", "--repository", str(tmp_path)])
+    assert result.exit_code == 2
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_tensorrt_target_without_tensorrt_fails_fast(tmp_path: Path) -> None:
+    result = CliRunner().invoke(convert, ["--demo-weights", "--repository", str(tmp_path / "r")])
+    assert result.exit_code == EXIT_NO_TENSORRT
+    assert "NGC TensorRT container" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_checkpoint_class_mismatch_via_cli(demo_checkpoint: Path, tmp_path: Path) -> None:
+    from skinbatch.taxonomy import default_taxonomy
+
+    # The nine second-level nodes are a valid partition too: a 9-class taxonomy for a 45-class checkpoint.
+    base = default_taxonomy()
+    path = tmp_path / "nine.json"
+    path.write_text(base.with_training_classes(base.fine_labels).to_json())
+    result = CliRunner().invoke(convert, ["--checkpoint", str(demo_checkpoint), "--taxonomy", str(path),
+                                          "--target", "cpu", "--repository", str(tmp_path / "r")])
+    assert result.exit_code == 1
+    assert "45 output classes" in result.output and "9 training classes" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_user_onnx_through_the_pipeline(tmp_path: Path) -> None:
+    from converter import ConvertOptions
+    from converter import convert as run
+    from tests.unit.converter.test_export import _export_tiny
+
+    _export_tiny(tmp_path / "user.onnx", layout="nhwc")
+    summary = run(ConvertOptions(repository=tmp_path / "repo", onnx=tmp_path / "user.onnx", target="cpu",
+                                 precision="fp16", check_images=2, model_name="tiny"))
+    assert summary.source["kind"] == "onnx" and summary.source["filename"] == "user.onnx"
+    assert summary.trained is True and summary.parity_max_abs_prob <= 1e-5
+    assert summary.drift_onnx_cpu is not None
+    card = load_model_card(tmp_path / "repo")
+    assert card.name == "tiny" and any("NHWC" in n for n in card.notes)
