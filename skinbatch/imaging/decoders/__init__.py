@@ -1,0 +1,1 @@
+"""Decoder plugins, one module per container format, on a shared ``base`` (pydicom's layout)."""
