@@ -48,6 +48,7 @@ def _opt(name: str, help_text: str, **kw: object):  # type: ignore[no-untyped-de
 @_opt("metrics_host", "Address the metrics endpoint binds to.")
 @_opt("drain_timeout_s", "On SIGTERM, how long to finish in-flight work before exiting.", type=float)
 @_opt("client_id", "Kafka client id.")
+@_opt("session_timeout_ms", "Group session timeout: how soon a crashed member's partitions move.", type=int)
 @_opt("security_protocol", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
       type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]))
 @_opt("sasl_mechanism", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.", default=None)

@@ -27,7 +27,7 @@ class ConsumerConfig:
     """Images sent to Triton and not yet answered; enough for the dynamic batcher to fill batches."""
     max_in_flight_bytes: int = 256 * 1024 * 1024
     max_message_bytes: int = 32 * 1024 * 1024
-    max_pixels: int = 100_000_000
+    max_pixels: int = 80_000_000
     metrics_port: int | None = 9108
     metrics_host: str = "127.0.0.1"
     commit_interval_s: float = 1.0
@@ -36,6 +36,8 @@ class ConsumerConfig:
     retry_max_s: float = 10.0
     triton_timeout_s: float = 30.0
     client_id: str = "skinbatch-consumer"
+    session_timeout_ms: int = 10000
+    """How long the group waits for a silent member before handing its partitions to others."""
     # Kafka security, passed through to kafka-python unchanged.
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None

@@ -61,7 +61,7 @@ def _read(path: str, max_bytes: int) -> bytes | DecodedRequest:
 def decode_request(
     payload: bytes | None,
     path: str | None,
-    preprocessing: dict[str, Any],
+    target: Preprocessing,
     max_bytes: int,
     max_pixels: int,
 ) -> DecodedRequest:
@@ -73,20 +73,28 @@ def decode_request(
             return read
         payload = read
     out = DecodedRequest(sha256=hashlib.sha256(payload).hexdigest(), nbytes=len(payload))
-    target = Preprocessing.from_dict(preprocessing)
     try:
-        decoded = decode(payload, limits=DecodeLimits(max_bytes=max_bytes, max_pixels=max_pixels), target=target)
-        out.images = np.stack([preprocess(frame, target) for frame in decoded.frames])
+        limits = DecodeLimits(max_bytes=max_bytes, max_pixels=max_pixels, max_total_pixels=2 * max_pixels)
+        decoded = decode(payload, limits=limits, target=target)
+        out.images = np.stack([preprocess(frame.pixels, target) for frame in decoded.frames])
     except ImageDecodeError as exc:
         out.error_type, out.error_message = exc.type, str(exc)
         return out
     except MemoryError:
         out.error_type, out.error_message = "too_large", "the image needs more memory than this worker has"
         return out
-    out.frame_numbers = list(range(1, len(decoded.frames) + 1))
+    out.frame_numbers = [frame.number for frame in decoded.frames]
     out.format = decoded.format
     out.monochrome = decoded.monochrome
-    out.dicom = decoded.dicom.to_dict() if decoded.dicom is not None else None
+    if decoded.dicom is not None:
+        ids = decoded.dicom
+        out.dicom = {
+            "study_instance_uid": ids.study_instance_uid,
+            "series_instance_uid": ids.series_instance_uid,
+            "sop_instance_uid": ids.sop_instance_uid,
+            "sop_class_uid": ids.sop_class_uid,
+            "accession_number": ids.accession_number,
+        }
     out.decode_ms = (time.perf_counter() - started) * 1000
     return out
 

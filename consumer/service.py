@@ -10,6 +10,8 @@ the broker, and only as part of a fully processed prefix of its partition.
 from __future__ import annotations
 
 import heapq
+import os
+import socket
 import itertools
 import logging
 import queue
@@ -39,6 +41,9 @@ from .offsets import OffsetTracker
 from .requests import Request, parse_request
 
 log = logging.getLogger("skinbatch.consumer")
+
+INTERNAL_ERROR_LIMIT = 3
+"""Consecutive unexpected decoder failures after which the consumer stops instead of dead-lettering."""
 
 
 @dataclass
@@ -97,6 +102,9 @@ class ScoringConsumer:
         self._last_commit = 0.0
         self._paused = False
         self.card: ModelCard | None = None
+        self._internal_errors = 0
+        self._exit_code = 0
+        self._instance = f"{socket.gethostname()}/{os.getpid()}"
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._pool: ProcessPoolExecutor | None = None
@@ -115,8 +123,11 @@ class ScoringConsumer:
         if self.card is None:
             self._shutdown_pool()
             return 0
+        # Read once, from the model card: a card this version cannot honour stops start-up here,
+        # instead of failing every message.
+        self._preprocessing = self.card.preprocessing_spec()
         log.info("model loaded", extra={"event": "model", "model": self.card.model_summary(),
-                                        "preprocessing": self.card.preprocessing})
+                                        "preprocessing": self._preprocessing.to_dict()})
         if not self.card.trained:
             log.warning("serving an UNTRAINED model: scores are random", extra={"event": "untrained"})
         security = cfg.kafka_security()
@@ -129,6 +140,7 @@ class ScoringConsumer:
             bootstrap_servers=cfg.bootstrap_servers, group_id=cfg.group_id, client_id=cfg.client_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_records=max(1, min(cfg.max_in_flight, 500)),
+            session_timeout_ms=cfg.session_timeout_ms, heartbeat_interval_ms=max(1000, cfg.session_timeout_ms // 4),
             max_partition_fetch_bytes=cfg.max_message_bytes + 65536,
             fetch_max_bytes=max(cfg.max_message_bytes + 65536, 52428800),
             **security,
@@ -143,7 +155,7 @@ class ScoringConsumer:
             self._drain()
         finally:
             self._close()
-        return 0
+        return self._exit_code
 
     # -- start-up ----------------------------------------------------------------------------
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -227,7 +239,7 @@ class ScoringConsumer:
         cfg = self.config
         try:
             future = self._pool.submit(decode_request, job.request.payload, job.request.path,
-                                       self.card.preprocessing, cfg.max_message_bytes, cfg.max_pixels)
+                                       self._preprocessing, cfg.max_message_bytes, cfg.max_pixels)
         except BrokenProcessPool:
             self._restart_pool()
             self._retry_later(cfg.retry_initial_s, lambda: self._submit_decode(job), "decode")
@@ -251,9 +263,19 @@ class ScoringConsumer:
             self._restart_pool()
             self._retry_later(self.config.retry_initial_s, lambda: self._submit_decode(job), "decode")
             return
-        except Exception as exc:  # noqa: BLE001 - a decoder bug must not stop the consumer
+        except Exception as exc:  # noqa: BLE001 - one decoder bug must not stop the consumer...
+            self._internal_errors += 1
             log.exception("unexpected decode failure", extra={"event": "decode_bug", **job.source})
+            if self._internal_errors >= INTERNAL_ERROR_LIMIT:
+                # ...but a run of them is a broken deployment, not bad input: stop before the whole
+                # stream is dead-lettered. This message stays uncommitted and is redelivered.
+                log.critical("repeated internal decode failures; stopping", extra={"event": "circuit_open"})
+                self._exit_code = 1
+                self._stop.set()
+                return
             decoded = DecodedRequest(error_type="internal_error", error_message=f"{type(exc).__name__}: {exc}")
+        else:
+            self._internal_errors = 0
         self._release_payload(job)
         self.metrics.decode_seconds.observe(decoded.decode_ms / 1000)
         if not decoded.ok:
@@ -366,6 +388,7 @@ class ScoringConsumer:
                 input_info={**_input_info(d), "frame": frame, "frames": frames},
                 dicom=dicom, timings_ms={"decode": d.decode_ms, "infer": job.infer_ms[i], "total": total_ms},
             )
+            msg["consumer"] = self._instance
             out.append((rid, msg))
         job.outcome = "ok"
         self._send(job, self.config.result_topic, out)

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.triton",
     "tests.fixtures.converted",
+    "tests.fixtures.stack",
 ]

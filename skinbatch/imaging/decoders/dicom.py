@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -153,14 +154,23 @@ def _read(data: bytes, limits: DecodeLimits) -> tuple[Any, str]:
         # pydicom inflates the whole data set with no bound; check what it would allocate first.
         _check_inflated_size(data[fp.tell() :], limits)
     try:
-        ds = dcmread(io.BytesIO(data), force=True, specific_tags=_TAGS)
-        # Touch the elements so that lazy parsing errors surface here, typed.
-        for keyword in ("Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "NumberOfFrames"):
-            ds.get(keyword)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = dcmread(io.BytesIO(data), force=True, specific_tags=_TAGS)
+            # Touch the elements so that lazy parsing errors surface here, typed.
+            for keyword in ("Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "NumberOfFrames"):
+                ds.get(keyword)
     except ImageDecodeError:
         raise
     except Exception as exc:
         raise _dicom_error(exc, "parsing the data set") from None
+    # pydicom only warns when the data ends inside an element of undefined length (encapsulated pixel
+    # data, sequences) and then drops that element; without this, a cut file reads as "no pixel data".
+    if any("end of file" in str(w.message).lower() for w in caught) and "PixelData" not in ds:
+        raise TruncatedImageError(
+            "the DICOM file ends inside an element (the data was cut off in transit or storage); resend it whole",
+            format=FORMAT,
+        )
     if not ts:
         # No (0002,0010): pydicom guessed the encoding; the pixel decoders need it spelled out.
         implicit, little = ds.original_encoding
