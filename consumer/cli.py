@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from types import FrameType
 
 import click
@@ -18,7 +18,8 @@ def _env(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
-_DEFAULTS = {f.name: f.default for f in fields(ConsumerConfig) if not callable(f.default_factory)}  # type: ignore[arg-type]
+# Fields without a default (MISSING) are required flags; factory defaults are computed at run time.
+_DEFAULTS = {f.name: f.default for f in fields(ConsumerConfig) if f.default is not MISSING}
 
 
 def _opt(name: str, help_text: str, **kw: object):  # type: ignore[no-untyped-def]
@@ -57,6 +58,10 @@ def _opt(name: str, help_text: str, **kw: object):  # type: ignore[no-untyped-de
 @_opt("ssl_cafile", "CA bundle for TLS.", default=None)
 @_opt("ssl_certfile", "Client certificate for mutual TLS.", default=None)
 @_opt("ssl_keyfile", "Client key for mutual TLS.", default=None)
+@_opt("triton_ssl", "Connect to Triton's gRPC endpoint over TLS.", is_flag=True, default=False)
+@_opt("triton_ca", "CA bundle for Triton's TLS certificate.", default=None)
+@_opt("triton_cert", "Client certificate for mutual TLS with Triton.", default=None)
+@_opt("triton_key", "Client key for mutual TLS with Triton.", default=None)
 @click.option("--log-level", envvar=_env("log_level"), show_envvar=True, default="INFO", show_default=True)
 def consume(log_level: str, **options: object) -> None:
     """Score images streamed through Kafka, at least once.

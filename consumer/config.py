@@ -47,6 +47,19 @@ class ConsumerConfig:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
 
+    # Triton gRPC over TLS.
+    triton_ssl: bool = False
+    triton_ca: str | None = None
+    triton_cert: str | None = None
+    triton_key: str | None = None
+
+    def triton_tls(self) -> dict[str, Any]:
+        """Keyword arguments for ``TritonScorer`` (tritonclient's gRPC TLS options)."""
+        if not self.triton_ssl:
+            return {}
+        return {"ssl": True, "root_certificates": self.triton_ca, "certificate_chain": self.triton_cert,
+                "private_key": self.triton_key}
+
     def kafka_security(self) -> dict[str, Any]:
         """kafka-python keyword arguments for TLS and SASL; empty values are left out."""
         opts: dict[str, Any] = {

@@ -118,7 +118,7 @@ class ScoringConsumer:
         cfg = self.config
         # The pool is made before any gRPC channel exists: forking a process that holds one is unsafe.
         self._pool = self._new_pool()
-        self._scorer = TritonScorer(cfg.triton_url, model=cfg.model, timeout_s=cfg.triton_timeout_s)
+        self._scorer = TritonScorer(cfg.triton_url, model=cfg.model, timeout_s=cfg.triton_timeout_s, **cfg.triton_tls())
         self.card = self._wait_for_model()
         if self.card is None:
             self._shutdown_pool()
@@ -511,7 +511,8 @@ class ScoringConsumer:
     def _sample_triton_statistics(self) -> None:
         """Average batch size Triton formed for the Inception model, from its statistics, every 5 s."""
         assert self._scorer is not None
-        scorer = TritonScorer(self.config.triton_url, model=self.config.model, timeout_s=5)
+        scorer = TritonScorer(self.config.triton_url, model=self.config.model, timeout_s=5,
+                              **self.config.triton_tls())
         last: tuple[int, int] | None = None
         while not self._stop.wait(5.0):
             try:

@@ -37,11 +37,15 @@ def grpc_target(url: str) -> str:
 class TritonScorer:
     """Scores preprocessed images (uint8 N×S×S×3) on a Triton server."""
 
-    def __init__(self, url: str, model: str = ENSEMBLE_NAME, timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, model: str = ENSEMBLE_NAME, timeout_s: float = 30.0, *, ssl: bool = False,
+                 root_certificates: str | None = None, private_key: str | None = None,
+                 certificate_chain: str | None = None) -> None:
         self.url = grpc_target(url)
         self.model = model
         self.timeout_s = timeout_s
-        self._client = grpcclient.InferenceServerClient(self.url)
+        self._client = grpcclient.InferenceServerClient(
+            self.url, ssl=ssl, root_certificates=root_certificates, private_key=private_key,
+            certificate_chain=certificate_chain)
         self._card: ModelCard | None = None
 
     # -- health and the model card ----------------------------------------------------------
