@@ -1,0 +1,195 @@
+"""End-to-end consumer throughput through real Kafka and Triton, against Triton driven directly.
+
+    python benchmarks/consumer_bench.py [--messages 240] [--standin-messages 1200] [--concurrency 64]
+
+For each model (a cheap stand-in that makes the consumer's own overhead visible, and the Inception-v3
+demo model) it measures, in one run:
+
+* direct:    the same Triton model driven by a gRPC client at the same concurrency, with images already
+             preprocessed (the ceiling: no Kafka, no decoding);
+* inline:    `skinbatch consume` on messages that carry the JPEG bytes;
+* reference: the same images sent as {"uri": ...} references under --archive-root.
+
+Ratios are consumer ÷ direct. "CPU ms/msg" is the consumer's main process CPU time per message: Kafka
+I/O, bookkeeping, gRPC and JSON, i.e. everything outside decoding (worker processes) and inference
+(Triton). Messages are published before the consumer starts; its rate is taken between the first and
+the last result, so start-up is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_standin_onnx(path: Path, classes: int) -> None:
+    """A cheap model with Inception's interface: mean colour → linear → logits."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(0).normal(size=(3, classes)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=0),
+         helper.make_node("MatMul", ["m", "w"], ["logits"])],
+        "standin",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 299, 299, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "axes")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+
+
+def convert(args: list[str], repo: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "skinbatch.cli", "convert", *args, "--target", "cpu",
+                    "--repository", str(repo), "--force"], check=True, stdout=subprocess.DEVNULL, cwd=REPO_ROOT)
+    return repo
+
+
+def direct_rate(endpoint: str, images: np.ndarray, concurrency: int, n: int) -> float:
+    from skinbatch.scoring import TritonScorer
+
+    scorer = TritonScorer(endpoint)
+    scorer.load_card()
+    slots = threading.Semaphore(concurrency)
+    done = threading.Event()
+    left = [n]
+    lock = threading.Lock()
+
+    def cb(scores: object, error: object) -> None:
+        slots.release()
+        if error is not None:
+            raise SystemExit(f"direct inference failed: {error}")
+        with lock:
+            left[0] -= 1
+            if left[0] == 0:
+                done.set()
+
+    start = time.perf_counter()
+    for i in range(n):
+        slots.acquire()
+        scorer.infer_async(images[i % len(images)][None], cb)
+    done.wait()
+    rate = n / (time.perf_counter() - start)
+    scorer.close()
+    return rate
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def consumer_rate(broker: object, triton_endpoint: str, values: list[bytes], archive: Path,
+                  concurrency: int, workdir: Path) -> tuple[float, float]:
+    from kafka import KafkaConsumer, KafkaProducer
+
+    tag = uuid.uuid4().hex[:6]
+    req, res, dlq = f"b-{tag}-req", f"b-{tag}-res", f"b-{tag}-dlq"
+    broker.create_topics({req: 6, res: 1, dlq: 1})  # type: ignore[attr-defined]
+    bootstrap = broker.bootstrap_servers  # type: ignore[attr-defined]
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_request_size=16 << 20)
+    for i, v in enumerate(values):
+        producer.send(req, key=str(i).encode(), value=v)
+    producer.flush()
+    producer.close()
+    log = open(workdir / f"consumer-{tag}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "consumer.cli", "--bootstrap-servers", bootstrap, "--triton-url", triton_endpoint,
+         "--request-topic", req, "--result-topic", res, "--dead-letter-topic", dlq, "--group-id", f"bench-{tag}",
+         "--archive-root", str(archive), "--metrics-port", "0", "--max-in-flight", str(2 * concurrency),
+         "--max-infer-in-flight", str(concurrency), "--log-level", "WARNING"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    reader = KafkaConsumer(res, dlq, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    seen, first, cpu0 = 0, None, 0.0
+    deadline = time.monotonic() + 1800
+    try:
+        while seen < len(values):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit(f"consumer stalled at {seen}/{len(values)}; see {log.name}")
+            for tp, records in reader.poll(timeout_ms=100).items():
+                if tp.topic == dlq and records:
+                    raise SystemExit(f"unexpected dead letter: {json.loads(records[0].value)['error']}")
+                for _ in records:
+                    seen += 1
+                    if first is None:
+                        first, cpu0 = time.perf_counter(), cpu_seconds(proc.pid)
+        last, cpu1 = time.perf_counter(), cpu_seconds(proc.pid)
+    finally:
+        reader.close()
+        proc.terminate()
+        proc.wait(60)
+        log.close()
+    assert first is not None
+    return (len(values) - 1) / (last - first), (cpu1 - cpu0) * 1000 / (len(values) - 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=240, help="messages per Inception run")
+    parser.add_argument("--standin-messages", type=int, default=1200, help="messages per stand-in run")
+    parser.add_argument("--concurrency", type=int, default=64, help="images in flight to Triton (both paths)")
+    parser.add_argument("--image-size", default="1024x768", help="JPEG size WxH")
+    args = parser.parse_args()
+
+    from skinbatch.imaging import decode, preprocess
+    from skinbatch.localstack.kafka import KafkaBroker
+    from skinbatch.samples import synthetic_jpeg
+    from skinbatch.serve import LocalTriton, TritonServerConfig
+    from skinbatch.taxonomy import default_taxonomy
+
+    width, height = (int(v) for v in args.image_size.split("x"))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        archive = tmp / "archive"
+        archive.mkdir()
+        jpegs = [synthetic_jpeg(width, height, seed=s) for s in range(16)]
+        for i, data in enumerate(jpegs):
+            (archive / f"{i}.jpg").write_bytes(data)
+        standin = tmp / "standin.onnx"
+        build_standin_onnx(standin, len(default_taxonomy().training_classes))
+        repos = {
+            "stand-in": (convert(["--onnx", str(standin), "--model-name", "standin"], tmp / "repo-standin"),
+                         args.standin_messages),
+            "inception-v3": (convert(["--demo-weights"], tmp / "repo-inception"), args.messages),
+        }
+        with KafkaBroker(work_dir=tmp / "kafka") as broker:
+            for name, (repo, n) in repos.items():
+                cfg = TritonServerConfig(repository=repo, http_port=0, grpc_port=0, metrics_port=0,
+                                         work_dir=tmp / f"triton-{name}")
+                with LocalTriton(cfg) as triton:
+                    from skinbatch.scoring import TritonScorer
+
+                    spec = TritonScorer(triton.grpc_endpoint).load_card().preprocessing_spec()
+                    images = np.stack([preprocess(decode(j, target=spec).arrays[0], spec) for j in jpegs])
+                    direct_rate(triton.grpc_endpoint, images, args.concurrency, min(n, 64))  # warm-up
+                    direct = direct_rate(triton.grpc_endpoint, images, args.concurrency, n)
+                    inline, cpu_inline = consumer_rate(broker, triton.grpc_endpoint,
+                                                       [jpegs[i % 16] for i in range(n)], archive,
+                                                       args.concurrency, tmp)
+                    refs = [json.dumps({"uri": f"{i % 16}.jpg"}).encode() for i in range(n)]
+                    by_ref, cpu_ref = consumer_rate(broker, triton.grpc_endpoint, refs, archive,
+                                                    args.concurrency, tmp)
+                rows.append((name, n, direct, inline, by_ref, cpu_inline, cpu_ref))
+    print(f"JPEG {width}x{height}, concurrency {args.concurrency}, {os.cpu_count()} CPUs")
+    print(f"{'model':13} {'msgs':>5} {'direct/s':>9} {'inline/s':>9} {'ratio':>6} {'ref/s':>8} {'ratio':>6} "
+          f"{'CPU ms/msg inline':>17} {'ref':>6}")
+    for name, n, direct, inline, by_ref, cpu_inline, cpu_ref in rows:
+        print(f"{name:13} {n:5d} {direct:9.1f} {inline:9.1f} {inline / direct:6.2f} {by_ref:8.1f} "
+              f"{by_ref / direct:6.2f} {cpu_inline:17.2f} {cpu_ref:6.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""``skinbatch status``: is the serving stack healthy, how well is Triton batching, is the consumer keeping up?
+
+Flags share their environment variables with ``skinbatch consume`` (``SKINBATCH_TRITON_URL``, …), so on
+a consumer host a bare ``skinbatch status`` looks at what that consumer uses.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from skinbatch.modelcard import ENSEMBLE_NAME
+
+from .collect import StatusReport, TritonSnapshot, build_report, default_metrics_url, read_triton
+from .exitcodes import EPILOG, ExitCode
+from .kafka_lag import DEFAULT_DEAD_LETTER_TOPIC, KafkaProbe, KafkaSnapshot, KafkaStatusError
+from .render import render_text
+
+_CLEAR = "\x1b[H\x1b[2J"
+
+
+class _Reader:
+    """Takes readings and keeps the previous one, so each report can show figures over the interval."""
+
+    def __init__(self, triton_url: str, metrics_url: str, model: str, timeout_s: float,
+                 bootstrap_servers: str | None, group_id: str | None, dead_letter_topic: str) -> None:
+        self.triton_url, self.metrics_url, self.model, self.timeout_s = triton_url, metrics_url, model, timeout_s
+        self.kafka_args = (bootstrap_servers, group_id, dead_letter_topic) if group_id else None
+        self._probe: KafkaProbe | None = None
+        self.triton_before: TritonSnapshot | None = None
+        self.kafka_before: KafkaSnapshot | None = None
+
+    def read(self) -> StatusReport:
+        now = read_triton(self.triton_url, self.metrics_url, self.model, self.timeout_s)
+        kafka_now, kafka_error = None, ""
+        if self.kafka_args is not None:
+            try:
+                if self._probe is None:
+                    servers, group, dlq = self.kafka_args
+                    self._probe = KafkaProbe(servers or "", group or "", dlq, self.timeout_s)
+                kafka_now = self._probe.snapshot()
+            except KafkaStatusError as exc:
+                kafka_error = str(exc)
+                self.close_kafka()
+        report = build_report(now, self.triton_before, kafka_now, self.kafka_before, kafka_error)
+        self.triton_before = now
+        self.kafka_before = kafka_now
+        return report
+
+    def close_kafka(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
+
+
+def _emit(report: StatusReport, as_json: bool, clear: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), default=str))
+    else:
+        click.echo((_CLEAR if clear else "") + render_text(report), nl=False)
+    sys.stdout.flush()
+
+
+@click.command("status", epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--triton-url", envvar="SKINBATCH_TRITON_URL", show_envvar=True, required=True,
+              help="Triton gRPC endpoint, host:port.")
+@click.option("--metrics-url", envvar="SKINBATCH_TRITON_METRICS_URL", show_envvar=True,
+              help="Triton's Prometheus endpoint (default: http://<triton host>:8002/metrics).")
+@click.option("--model", default=ENSEMBLE_NAME, show_default=True, help="The ensemble that must be ready.")
+@click.option("--bootstrap-servers", envvar="SKINBATCH_BOOTSTRAP_SERVERS", show_envvar=True,
+              help="Kafka bootstrap servers, for the consumer group's lag.")
+@click.option("--group-id", envvar="SKINBATCH_GROUP_ID", show_envvar=True,
+              help="Consumer group to report lag and dead-letter rate for (needs --bootstrap-servers).")
+@click.option("--dead-letter-topic", envvar="SKINBATCH_DEAD_LETTER_TOPIC", show_envvar=True,
+              default=DEFAULT_DEAD_LETTER_TOPIC, show_default=True,
+              help="Topic whose growth gives the dead-letter rate.")
+@click.option("--watch", is_flag=True, help="Refresh every --interval seconds until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="Seconds between the two readings the recent figures (req/s, recent batch size, "
+                   "dead-letter rate) are taken over; 0 takes one reading.")
+@click.option("--count", type=click.IntRange(min=1), default=None,
+              help="With --watch: stop after this many refreshes.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output: one JSON object (one per line with --watch).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
+              help="Seconds to wait for each answer from Triton or Kafka.")
+def status(triton_url: str, metrics_url: str | None, model: str, bootstrap_servers: str | None,
+           group_id: str | None, dead_letter_topic: str, watch: bool, interval: float, count: int | None,
+           as_json: bool, timeout_s: float) -> None:
+    """Health and throughput of Triton (and of a Kafka consumer group).
+
+    Reports whether the server is live and ready, each model's readiness and version, and per model:
+    requests, failures, average batch size (inference count / execution count), queue and compute
+    time per request, from Triton's metrics and statistics endpoints. With --group-id: lag per
+    partition and the dead-letter rate. Exits non-zero, naming the cause, when Triton is down or a
+    model is not ready.
+    """
+    if group_id and not bootstrap_servers:
+        raise click.UsageError("--group-id needs --bootstrap-servers (the Kafka brokers the group lives on)")
+    reader = _Reader(triton_url, metrics_url or default_metrics_url(triton_url), model, timeout_s,
+                     bootstrap_servers, group_id, dead_letter_topic)
+    clear = watch and not as_json and sys.stdout.isatty()
+    report: StatusReport | None = None
+    try:
+        if not watch:
+            report = reader.read()
+            if interval > 0 and report.triton.live:
+                time.sleep(interval)
+                report = reader.read()
+            _emit(report, as_json, clear=False)
+        else:
+            shown = 0
+            while True:
+                report = reader.read()
+                _emit(report, as_json, clear)
+                shown += 1
+                if count is not None and shown >= count:
+                    break
+                time.sleep(max(interval, 0.5))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        reader.close_kafka()
+    if report is None:
+        sys.exit(ExitCode.INTERRUPTED)
+    if report.problems and not as_json:
+        click.echo(f"status: {report.problems[0]}", err=True)
+    sys.exit(int(report.exit_code))
+
+
+if __name__ == "__main__":
+    status()

@@ -1,0 +1,12 @@
+"""Archive triage: walk folders (DICOM, JPEG, PNG, DICOMDIR), score every frame on Triton, rank.
+
+``walk`` finds files, ``decode`` turns one into model input in a worker process, ``run`` drives decoding
+and many concurrent Triton requests, ``state`` keeps the resumable results (keyed by content sha256),
+``report`` writes the CSV and the HTML report, ``cli`` is ``skinbatch triage``.
+"""
+
+from .run import RunOptions, RunSummary, Runner
+from .state import STATE_FILE, TriageStore
+from .walk import Discovery, discover
+
+__all__ = ["STATE_FILE", "Discovery", "RunOptions", "RunSummary", "Runner", "TriageStore", "discover"]

@@ -1,0 +1,141 @@
+"""``skinbatch triage ARCHIVE... --triton-url URL --out DIR``: score archives into a ranked report."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from skinbatch.imaging import DecodeLimits
+from skinbatch.modelcard import ENSEMBLE_NAME
+from skinbatch.status.exitcodes import EPILOG, ExitCode
+from skinbatch.status.health import check_triton
+
+from .progress import Progress
+from .report import write_reports
+from .run import RunOptions, RunSummary, Runner, default_workers
+from .state import StateMismatchError, TriageStore
+from .walk import discover
+
+
+def _err(message: str) -> None:
+    click.echo(f"triage: {message}", err=True)
+
+
+def exit_code_for(summary: RunSummary, failed: int) -> ExitCode:
+    if summary.interrupted:
+        return ExitCode.INTERRUPTED
+    if summary.triton_error:
+        return ExitCode.TRITON_DOWN
+    return ExitCode.PARTIAL if failed else ExitCode.OK
+
+
+@click.command("triage", epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("archives", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
+@click.option("--triton-url", envvar="SKINBATCH_TRITON_URL", show_envvar=True, required=True,
+              help="Triton gRPC endpoint, host:port.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the report, the CSV and the resumable state. Re-running with the same "
+                   "folder continues where the last run stopped.")
+@click.option("--model", default=ENSEMBLE_NAME, show_default=True, help="The ensemble to call.")
+@click.option("--workers", type=click.IntRange(min=1), default=default_workers, show_default="CPUs - 1",
+              help="Decoding processes.")
+@click.option("--max-in-flight", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Images outstanding at Triton (its dynamic batcher forms the batches).")
+@click.option("--top", "top_n", type=click.IntRange(min=0), default=24, show_default=True,
+              help="Highest-risk images shown as thumbnails in the HTML report.")
+@click.option("--max-file-mb", type=click.FloatRange(min=0.001), default=128.0, show_default=True,
+              help="Larger files are reported as too_large without being decoded.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=DecodeLimits().max_pixels, show_default=True,
+              help="Largest frame in pixels, checked before decoding (decompression bombs).")
+@click.option("--triton-retry", "triton_retry_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds to wait for a failing Triton to recover before stopping (the run resumes later).")
+@click.option("--progress/--no-progress", "show_progress", default=None,
+              help="Progress bar on stderr (default: when stderr is a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
+def triage(archives: tuple[Path, ...], triton_url: str, out_dir: Path, model: str, workers: int,
+           max_in_flight: int, top_n: int, max_file_mb: float, max_pixels: int, triton_retry_s: float,
+           show_progress: bool | None, as_json: bool) -> None:
+    """Score every image under ARCHIVE... (folders, files, DICOMDIRs) and rank them by malignancy.
+
+    Walks folders recursively for DICOM, JPEG and PNG files (by extension or content), follows
+    DICOMDIR indexes, and scores each frame on Triton through the same decoding as the Kafka
+    consumer. Writes triage.csv (ranked, with per-class scores, identifiers, model version and
+    errors), triage.html (thumbnails of the highest-risk images, histogram, failures) and
+    triage-summary.json into --out. Content already scored there (by sha256) is never scored again,
+    so an interrupted run continues where it stopped.
+    """
+    health = check_triton(triton_url, model=model)
+    if health.exit_code != ExitCode.OK:
+        for problem in health.problems:
+            _err(problem)
+        sys.exit(int(health.exit_code))
+
+    out_dir = out_dir.resolve()
+    found = discover(archives, exclude=[out_dir])
+    for dicomdir, why in found.unreadable_dicomdirs:
+        _err(f"a DICOMDIR could not be read ({why}); its folder is still walked")
+    if not found.images and not found.missing:
+        _err(f"no DICOM, JPEG or PNG files found under the given paths ({found.skipped} other files skipped)")
+        sys.exit(int(ExitCode.NO_INPUT))
+
+    limits = DecodeLimits(max_bytes=int(max_file_mb * 1024 * 1024), max_pixels=max_pixels,
+                          max_total_pixels=max(2 * max_pixels, DecodeLimits().max_total_pixels))
+    options = RunOptions(triton_url=triton_url, model=model, workers=workers, max_in_flight=max_in_flight,
+                         limits=limits, triton_retry_s=triton_retry_s)
+    with Runner(options) as runner:
+        card = runner.card
+        try:
+            store = TriageStore.open(out_dir, card.model_summary())
+        except StateMismatchError as exc:
+            _err(str(exc))
+            sys.exit(int(ExitCode.USAGE))
+        try:
+            for missing in found.missing:
+                store.record_path_error(os.path.abspath(missing), "not_found",
+                                        "referenced by a DICOMDIR but not on disk")
+            store.commit()
+            if not card.trained and not as_json:
+                _err("the served model is UNTRAINED (demo weights): its scores are random")
+            progress = Progress(len(found.images), enabled=show_progress)
+            summary = runner.run(found.images, store, progress, on_event=_err)
+            current = {os.path.abspath(p) for p in [*found.images, *found.missing]}
+            failed = sum(1 for _ in store.error_rows(paths=current))
+            run_info: dict[str, Any] = {
+                **summary.to_dict(),
+                "files_total": len(found.images) + len(found.missing),
+                "missing_references": len(found.missing),
+                "skipped_not_images": found.skipped,
+                "failed_total": failed,
+                "contents_scored": store.counts()["contents_scored"],
+            }
+            outputs = write_reports(store, out_dir, card.coarse_labels, card.fine_labels,
+                                    card.preprocessing_spec(), run_info, top_n=top_n, limits=limits)
+        finally:
+            store.close()
+    code = exit_code_for(summary, failed)
+    run_info["exit_code"] = int(code)
+    if as_json:
+        click.echo(json.dumps({**run_info, "outputs": {k: str(v) for k, v in outputs.items()}}, default=str))
+    else:
+        click.echo(
+            f"{run_info['files_total']} files: {summary.scored} scored now ({summary.frames_scored} frames), "
+            f"{summary.resumed} done before, {summary.duplicates} duplicates, {failed} failed, "
+            f"{found.skipped} non-image files skipped; {summary.elapsed_s:.1f} s")
+        click.echo(f"report: {outputs['html']}\nranked: {outputs['csv']}")
+    if summary.interrupted:
+        _err("interrupted: finished images are saved; run the same command again to continue")
+    elif summary.triton_error:
+        _err(f"{summary.triton_error}. Finished images are saved; start Triton and run the same command again")
+    elif failed:
+        _err(f"{failed} file(s) could not be scored; see the Failures section of the report")
+    sys.exit(int(code))
+
+
+if __name__ == "__main__":
+    triage()
