@@ -90,6 +90,7 @@ class ScoringConsumer:
         self._events: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._generation: dict[TopicPartition, int] = {}
+        self._restart_at: dict[TopicPartition, int] = {}
         self._gen_counter = itertools.count(1)
         self._infer_backlog: deque[tuple[_Job, int]] = deque()
         self._infer_in_flight = 0
@@ -488,14 +489,25 @@ class ScoringConsumer:
         if positions:
             self._commit(positions)
         for tp in revoked:
+            restart = self.tracker.committable(tp)
+            if restart is not None:
+                self._restart_at[tp] = restart
             self.tracker.forget(tp)
             self._generation[tp] = next(self._gen_counter)
-        log.info("partitions revoked", extra={"event": "revoked", "partitions": [str(tp.partition) for tp in revoked]})
+        log.info("partitions revoked", extra={"event": "revoked", "partitions": [tp.partition for tp in revoked]})
 
     def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        assert self._consumer is not None
         for tp in assigned:
             self._generation[tp] = next(self._gen_counter)
-        self._paused = True  # let flow control resume the new assignment explicitly
+            # kafka-python keeps the fetch position of a partition that is revoked and assigned back
+            # to the same member. Work past the done prefix was dropped on revocation, so rewind to
+            # it, or those messages would never be processed.
+            restart = self._restart_at.pop(tp, None)
+            if restart is not None:
+                self._consumer.seek(tp, restart)
+        self._restart_at.clear()
+        self._paused = True  # kafka-python also keeps the paused flag: let flow control resume explicitly
         log.info("partitions assigned", extra={"event": "assigned", "partitions": [tp.partition for tp in assigned]})
 
     def _update_gauges(self) -> None:
