@@ -220,30 +220,40 @@ def test_size_limits(kafka_broker: Any, served_triton: Any, tmp_path: Path) -> N
 
 
 def test_sigterm_drains_and_exits_zero(kafka_broker: Any, served_triton: Any, tmp_path: Path) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
     topics = _topics(kafka_broker, partitions=1)
     jpeg = synthetic_jpeg(320, 240, seed=8)
-    produce(kafka_broker.bootstrap_servers, topics["request"], [(f"s-{i}", jpeg, []) for i in range(40)])
+    n = 120
+    produce(kafka_broker.bootstrap_servers, topics["request"], [(f"s-{i}", jpeg, []) for i in range(n)])
     consumer = ConsumerProcess(kafka_broker.bootstrap_servers, served_triton.grpc_url, topics, "g-term",
-                               tmp_path / "consumer.log").start()
+                               tmp_path / "consumer.log", ["--max-in-flight", "8"]).start()
     reader = TopicReader(kafka_broker.bootstrap_servers, topics["result"])
     try:
         reader.read(lambda m: len(m[topics["result"]]) >= 5, timeout=300)
         consumer.signal(signal.SIGTERM)
         assert consumer.stop(timeout=90) == 0, consumer.log()
-        time.sleep(1)
-        done = {m["request_id"] for m in reader.read(lambda m: True, timeout=5)[topics["result"]]}
+        answered = {m["source"]["offset"] for m in reader.read_to_end()[topics["result"]]}
     finally:
         reader.close()
-    # Everything committed was answered: a new member starts after the committed prefix, and the
-    # union of both runs covers every request.
+    assert "draining" in consumer.log()
+    tp = TopicPartition(topics["request"], 0)
+    probe = KafkaConsumer(bootstrap_servers=kafka_broker.bootstrap_servers, group_id="g-term",
+                          enable_auto_commit=False)
+    committed = probe.committed(tp)
+    probe.close()
+    # The drain finished what was in flight and committed it: exactly the answered prefix.
+    assert committed is not None and committed == max(answered) + 1 < n
+    assert set(range(committed)) <= answered
+    # A new member starts at the committed position, and together the two runs answer everything.
     second = ConsumerProcess(kafka_broker.bootstrap_servers, served_triton.grpc_url, topics, "g-term",
                              tmp_path / "consumer2.log").start()
     reader = TopicReader(kafka_broker.bootstrap_servers, topics["result"])
     try:
-        msgs = reader.read(lambda m: {x["request_id"] for x in m[topics["result"]]} >= {f"s-{i}" for i in range(40)},
+        msgs = reader.read(lambda m: {x["request_id"] for x in m[topics["result"]]} >= {f"s-{i}" for i in range(n)},
                            timeout=300)
     finally:
         reader.close()
-        second.stop()
-    assert len(done) >= 5
-    assert len(msgs[topics["result"]]) >= 40
+        assert second.stop() == 0, second.log()
+    second_run = [m for m in msgs[topics["result"]] if m["source"]["offset"] >= committed]
+    assert min(m["source"]["offset"] for m in second_run) == committed
