@@ -182,7 +182,8 @@ def run_engine(plan: Path, images: np.ndarray, batch: int) -> np.ndarray:
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(plan.read_bytes())
     context = engine.create_execution_context()
-    stream = torch.cuda.Stream()
+    # The stream torch copies on: execution is then ordered after the host-to-device copy.
+    stream = torch.cuda.current_stream()
     outs = []
     for start in range(0, len(images), batch):
         chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch])).cuda()
@@ -190,9 +191,8 @@ def run_engine(plan: Path, images: np.ndarray, batch: int) -> np.ndarray:
         out = torch.empty(tuple(context.get_tensor_shape(OUTPUT)), dtype=torch.float32, device="cuda")
         context.set_tensor_address(INPUT, chunk.data_ptr())
         context.set_tensor_address(OUTPUT, out.data_ptr())
-        with torch.cuda.stream(stream):
-            if not context.execute_async_v3(stream.cuda_stream):
-                raise ConverterError("TensorRT inference failed while measuring the engine's drift")
+        if not context.execute_async_v3(stream.cuda_stream):
+            raise ConverterError("TensorRT inference failed while measuring the engine's drift")
         stream.synchronize()
         outs.append(out.cpu().numpy())
     return np.concatenate(outs)

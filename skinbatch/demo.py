@@ -9,6 +9,7 @@ scores them; a table of scores is printed; everything is shut down.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import tempfile
@@ -89,6 +90,7 @@ def demo(repository: Path, timeout: float, as_json: bool) -> None:
     from skinbatch.serve import LocalTriton, TritonServerConfig
 
     configure_logging("WARNING")
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # a fresh broker's leader elections are expected here
     ensure_demo_repository(repository)
     with tempfile.TemporaryDirectory(prefix="skinbatch-demo-") as tmp:
         work = Path(tmp)
@@ -131,7 +133,8 @@ def _collect(bootstrap: str, request_ids: set[str], timeout: float) -> tuple[lis
     """Read results and dead letters until every request has an answer (all frames of multi-frame files)."""
     from kafka import KafkaConsumer
 
-    reader = KafkaConsumer(RESULT, DEAD, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    reader = KafkaConsumer(RESULT, DEAD, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                           enable_auto_commit=False)
     results: dict[str, dict[str, Any]] = {}
     dead: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + timeout

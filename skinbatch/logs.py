@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from datetime import UTC, datetime
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
@@ -36,3 +37,12 @@ def configure_logging(level: str = "INFO", json_format: bool = True) -> None:
     root.setLevel(level.upper())
     # kafka-python logs connection chatter at INFO; keep it for warnings and worse.
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    silence_pydicom()
+
+
+def silence_pydicom() -> None:
+    """pydicom's parser warnings can quote element values (a patient's name in a malformed PN, say),
+    so they never reach logs or stderr; decoding problems surface as typed errors instead. Call it in
+    every process that decodes, worker processes included."""
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
