@@ -15,15 +15,18 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 	$(VENV)/bin/skinbatch localstack fetch
 
-# Debian tools some tests use: promtool (Prometheus configs) and Chromium (the HTML report renders).
+# Debian tools some tests use: promtool (Prometheus configs), Chromium (the HTML report renders) and
+# Orthanc with its DICOMweb plugin (a real PACS for the DICOMweb tests).
 # Installed when missing and this is a root shell with apt (CI, fresh dev machines); otherwise those
 # tests skip and say why.
 tools:
-	@if command -v promtool >/dev/null && command -v chromium >/dev/null; then :; \
+	@if command -v promtool >/dev/null && command -v chromium >/dev/null && command -v Orthanc >/dev/null \
+	  && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    prometheus chromium >/dev/null) || echo "note: could not install promtool/chromium; their tests will skip"; \
-	else echo "note: promtool/chromium missing; their tests will skip"; fi
+	    prometheus chromium orthanc orthanc-dicomweb >/dev/null) \
+	    || echo "note: could not install promtool/chromium/orthanc; their tests will skip"; \
+	else echo "note: promtool/chromium/orthanc missing; their tests will skip"; fi
 
 demo: setup
 	$(VENV)/bin/skinbatch demo

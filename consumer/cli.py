@@ -62,6 +62,16 @@ def _opt(name: str, help_text: str, **kw: object):  # type: ignore[no-untyped-de
 @_opt("triton_ca", "CA bundle for Triton's TLS certificate.", default=None)
 @_opt("triton_cert", "Client certificate for mutual TLS with Triton.", default=None)
 @_opt("triton_key", "Client key for mutual TLS with Triton.", default=None)
+@_opt("dicomweb_url", "DICOMweb root of the PACS/VNA that DICOMweb requests name instances in "
+      "(QIDO-RS, WADO-RS, STOW-RS), e.g. https://pacs.example.org/dicom-web.", default=None)
+@_opt("dicomweb_user", "User for HTTP basic authentication at the archive.", default=None)
+@_opt("dicomweb_password", "Password for the archive (prefer the environment variable).", default=None)
+@_opt("dicomweb_token", "Bearer token for the archive, instead of a user and password "
+      "(prefer the environment variable).", default=None)
+@_opt("dicomweb_workers", "Concurrent HTTP requests to the archive.", type=int)
+@_opt("dicomweb_timeout_s", "Read timeout of one archive request, in seconds.", type=float)
+@_opt("store_results", "Store a DICOM Structured Report with the scores of each instance retrieved "
+      "from the archive back into its study (STOW-RS).", is_flag=True, default=False)
 @click.option("--log-level", envvar=_env("log_level"), show_envvar=True, default="INFO", show_default=True)
 def consume(log_level: str, **options: object) -> None:
     """Score images streamed through Kafka, at least once.
@@ -72,6 +82,10 @@ def consume(log_level: str, **options: object) -> None:
     configure_logging(log_level)
     values = {k: v for k, v in options.items() if v is not None}
     config = ConsumerConfig(**values)  # type: ignore[arg-type]
+    try:
+        config.dicomweb_settings()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     if config.metrics_port == 0:
         config.metrics_port = None
 

@@ -53,6 +53,29 @@ class ConsumerConfig:
     triton_cert: str | None = None
     triton_key: str | None = None
 
+    # A DICOMweb archive (PACS, VNA): requests may name instances in it by UID; scores may go back as SRs.
+    dicomweb_url: str | None = None
+    """DICOMweb root (QIDO/WADO/STOW), e.g. https://pacs.example.org/dicom-web; DICOMweb requests are refused without it."""
+    dicomweb_user: str | None = None
+    dicomweb_password: str | None = field(default=None, repr=False)
+    dicomweb_token: str | None = field(default=None, repr=False)
+    dicomweb_workers: int = 4
+    """Concurrent HTTP requests to the archive (searches, retrievals, stores)."""
+    dicomweb_timeout_s: float = 60.0
+    store_results: bool = False
+    """Store a DICOM SR with the scores of each instance retrieved from the archive, back into its study."""
+
+    def dicomweb_settings(self) -> Any:
+        """``DicomWebSettings`` for the archive, or None without ``dicomweb_url``; ValueError if inconsistent."""
+        if not self.dicomweb_url:
+            if self.store_results:
+                raise ValueError("--store-results needs --dicomweb-url: the reports are stored in that archive")
+            return None
+        from skinbatch.dicomweb.client import DicomWebSettings
+
+        return DicomWebSettings.from_values(self.dicomweb_url, self.dicomweb_user, self.dicomweb_password,
+                                            self.dicomweb_token, read_timeout_s=self.dicomweb_timeout_s)
+
     def triton_tls(self) -> dict[str, Any]:
         """Keyword arguments for ``TritonScorer`` (tritonclient's gRPC TLS options)."""
         if not self.triton_ssl:

@@ -28,6 +28,11 @@ class ConsumerMetrics:
                          ["topic", "partition"], registry=r)
         self.triton_up = Gauge(p + "triton_up", "1 while Triton answers, 0 while the consumer waits for it", registry=r)
         self.paused = Gauge(p + "paused", "1 while consumption is paused (backpressure or Triton down)", registry=r)
+        self.reports = Counter(p + "reports_total", "Structured reports handled with --store-results: "
+                               "stored, or found already stored (redelivery)", ["outcome"], registry=r)
+        self.archive_up = Gauge(p + "archive_up", "1 while the DICOMweb archive answers (or none is configured), "
+                                "0 while the consumer waits for it", registry=r)
+        self.archive_up.set(1)
         self.batch_size = Gauge(p + "triton_average_batch_size",
                                 "Average batch size Triton formed for the Inception model since the last sample",
                                 registry=r)

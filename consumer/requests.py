@@ -1,16 +1,28 @@
 """Parsing a Kafka record into a scoring request. Pure: no Kafka, no file I/O.
 
-A request value is either the raw bytes of a DICOM Part-10 file, a JPEG or a PNG, or a JSON reference
-``{"uri": "relative/path"}`` (or ``file:///...``) to a file under the consumer's ``--archive-root``.
+A request value is either the raw bytes of a DICOM Part-10 file, a JPEG or a PNG, a JSON reference
+``{"uri": "relative/path"}`` (or ``file:///...``) to a file under the consumer's ``--archive-root``, or
+a DICOMweb reference to instances in the consumer's ``--dicomweb-url`` archive: JSON
+``{"study": ..., "series": ..., "instance": ...}`` or a ``dicomweb:studies/<uid>/...`` URI (as the whole
+value or as ``{"uri": ...}``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
+
+from skinbatch.dicomweb.references import (
+    DicomWebReference,
+    InvalidReference,
+    is_dicomweb_document,
+    parse_document,
+    parse_uri,
+)
 
 from .errors import RequestRejected
 
@@ -30,6 +42,8 @@ class Request:
     path: str | None
     """For a reference: the absolute path under the archive root."""
     content_type: str | None
+    dicomweb: DicomWebReference | None = None
+    """For a DICOMweb reference: what to retrieve from the consumer's archive."""
 
 
 def _header(headers: list[tuple[str, bytes]] | None, name: str) -> str | None:
@@ -84,12 +98,28 @@ def resolve_reference(uri: str, archive_root: str | None) -> str:
     return str(resolved)
 
 
+def _dicomweb_request(rid: str | None, content_type: str | None, parse: Callable[[], DicomWebReference],
+                      dicomweb_enabled: bool) -> Request:
+    if not dicomweb_enabled:
+        raise RequestRejected(
+            "reference_not_allowed",
+            "the request names DICOMweb instances, but this consumer has no --dicomweb-url; "
+            "send the image inline or to a consumer connected to the archive",
+        )
+    try:
+        ref = parse()
+    except InvalidReference as exc:
+        raise RequestRejected("invalid_reference", str(exc)) from None
+    return Request(rid, None, None, content_type, ref)
+
+
 def parse_request(
     value: bytes | None,
     key: bytes | None,
     headers: list[tuple[str, bytes]] | None,
     archive_root: str | None,
     max_bytes: int,
+    dicomweb_enabled: bool = False,
 ) -> Request:
     """Classify a record. Raises ``RequestRejected`` for bad input."""
     content_type = _header(headers, CONTENT_TYPE_HEADER)
@@ -101,13 +131,23 @@ def parse_request(
             "too_large", f"the message is {len(value)} bytes, over this consumer's limit of {max_bytes}; "
             "send a reference instead"
         )
+    if value[:9].lower() == b"dicomweb:":
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RequestRejected("invalid_reference", "a dicomweb: URI must be UTF-8 text") from None
+        return _dicomweb_request(rid, content_type, lambda: parse_uri(text), dicomweb_enabled)
     if looks_like_reference(value, content_type):
         try:
             doc = json.loads(value)
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise RequestRejected("invalid_reference", "the value looks like JSON but does not parse") from None
+        if isinstance(doc, dict):
+            rid = rid or (str(doc["request_id"]) if doc.get("request_id") else None)
+        if is_dicomweb_document(doc):
+            return _dicomweb_request(rid, content_type, lambda: parse_document(doc), dicomweb_enabled)
         if not isinstance(doc, dict) or not isinstance(doc.get("uri"), str) or not doc["uri"]:
-            raise RequestRejected("invalid_reference", "a reference must be a JSON object with a string 'uri'")
-        rid = rid or (str(doc["request_id"]) if doc.get("request_id") else None)
+            raise RequestRejected("invalid_reference", "a reference must be a JSON object with a string 'uri' "
+                                  "(a file) or a 'study' UID (DICOMweb)")
         return Request(rid, None, resolve_reference(doc["uri"], archive_root), content_type)
     return Request(rid, bytes(value), None, content_type)

@@ -5,6 +5,12 @@ process pool; inference runs as many concurrent gRPC requests; produce acknowled
 producer's thread. All three report back through one queue, and the loop acts on them. An offset is
 committed only once every output of its message (results or a dead letter) has been acknowledged by
 the broker, and only as part of a fully processed prefix of its partition.
+
+A DICOMweb request (a study, series or instance in the ``--dicomweb-url`` archive) fans out: a thread
+pool resolves it to instances (QIDO-RS) and retrieves each (WADO-RS); every instance then continues as a
+child job through the decode pool and Triton, and, with ``--store-results``, stores an SR (STOW-RS)
+before its results are produced. The message is done when all its children are. Archive faults pause
+consumption and are retried with backoff, like Triton faults; an instance the archive lacks is bad input.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -63,6 +69,15 @@ class _Job:
     remaining_frames: int = 0
     unacked: int = 0
     outcome: str = "ok"
+    # DICOMweb fan-out: a parent (the Kafka message) waits for one child per instance.
+    parent: _Job | None = None
+    pending_children: int = 0
+    any_ok: bool = False
+    instance: Any = None
+    """For a child: the ``InstanceRef`` it retrieves."""
+    source_header: Any = None
+    """For a child with --store-results: the instance's header (pydicom Dataset), for the SR."""
+    sr: dict[str, str] | None = None
 
     @property
     def source(self) -> dict[str, Any]:
@@ -110,6 +125,12 @@ class ScoringConsumer:
         self._producer: KafkaProducer | None = None
         self._pool: ProcessPoolExecutor | None = None
         self._scorer: TritonScorer | None = None
+        self._archive: Any = None
+        self._io: ThreadPoolExecutor | None = None
+        self._retrieve_backlog: deque[_Job] = deque()
+        self._retrievals = 0
+        self._archive_down_since: float | None = None
+        self._archive_backoff = config.retry_initial_s
 
     # -- public ------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -119,6 +140,14 @@ class ScoringConsumer:
         cfg = self.config
         # The pool is made before any gRPC channel exists: forking a process that holds one is unsafe.
         self._pool = self._new_pool()
+        settings = cfg.dicomweb_settings()
+        if settings is not None:
+            from skinbatch.dicomweb.client import DicomWebArchive
+
+            self._archive = DicomWebArchive(settings)
+            self._io = ThreadPoolExecutor(max_workers=max(1, cfg.dicomweb_workers), thread_name_prefix="dicomweb")
+            log.info("DICOMweb archive configured", extra={"event": "dicomweb", "auth": settings.auth_kind,
+                                                            "store_results": cfg.store_results})
         self._scorer = TritonScorer(cfg.triton_url, model=cfg.model, timeout_s=cfg.triton_timeout_s, **cfg.triton_tls())
         self.card = self._wait_for_model()
         if self.card is None:
@@ -184,6 +213,7 @@ class ScoringConsumer:
     def _step(self) -> None:
         self._run_due_retries()
         self._probe_triton()
+        self._pump_retrievals()
         self._pump_inference()
         self._flow_control()
         assert self._consumer is not None
@@ -227,10 +257,13 @@ class ScoringConsumer:
         job.size = len(value) if value else 0
         try:
             job.request = parse_request(value, record.key, list(record.headers or []), cfg.archive_root,
-                                        cfg.max_message_bytes)
+                                        cfg.max_message_bytes, dicomweb_enabled=self._archive is not None)
         except RequestRejected as exc:
             rid = _fallback_id(record)
             self._reject(job, rid, exc.type, exc.message, {"bytes": job.size})
+            return
+        if job.request.dicomweb is not None:
+            self._submit_resolve(job)
             return
         self._bytes_in_flight += job.size
         self._submit_decode(job)
@@ -280,10 +313,21 @@ class ScoringConsumer:
         self._release_payload(job)
         self.metrics.decode_seconds.observe(decoded.decode_ms / 1000)
         if not decoded.ok:
-            rid = (job.request.explicit_id if job.request else None) or decoded.sha256 or _offset_id(job)
+            rid = self._base_id(job, decoded.sha256 or _offset_id(job))
             self._reject(job, rid, decoded.error_type or "corrupt", decoded.error_message or "",
                          _input_info(decoded))
             return
+        wanted = job.request.dicomweb.frame if job.request and job.request.dicomweb else None
+        if wanted is not None:
+            if wanted not in decoded.frame_numbers:
+                self._reject(job, self._base_id(job, decoded.sha256), "instance_not_found",
+                             f"the instance has {len(decoded.frame_numbers)} frame(s); frame {wanted} is not one",
+                             _input_info(decoded))
+                return
+            keep = decoded.frame_numbers.index(wanted)
+            assert decoded.images is not None
+            decoded.images = decoded.images[keep:keep + 1]
+            decoded.frame_numbers = [wanted]
         job.decoded = decoded
         n = len(decoded.frame_numbers)
         job.scores = [None] * n
@@ -297,7 +341,8 @@ class ScoringConsumer:
         """The raw bytes are not needed once decoded; only retries of the decode step keep them."""
         if job.request is not None and job.request.payload is not None:
             self._bytes_in_flight -= job.size
-            job.request = Request(job.request.explicit_id, None, None, job.request.content_type)
+            job.request = Request(job.request.explicit_id, None, None, job.request.content_type,
+                                  job.request.dicomweb)
 
     # -- inference ---------------------------------------------------------------------------
     def _pump_inference(self) -> None:
@@ -334,7 +379,10 @@ class ScoringConsumer:
         job.infer_ms[i] = elapsed * 1000
         job.remaining_frames -= 1
         if job.remaining_frames == 0:
-            self._publish_results(job)
+            if self.config.store_results and job.instance is not None and job.source_header is not None:
+                self._submit_store(job)
+            else:
+                self._publish_results(job)
 
     def _triton_fault(self, job: _Job, i: int, error: Exception | None) -> None:
         """Triton failed: keep the frame, stop consuming, probe with backoff. Never a dead letter."""
@@ -374,15 +422,16 @@ class ScoringConsumer:
     def _publish_results(self, job: _Job) -> None:
         assert self.card is not None and job.decoded is not None
         d = job.decoded
-        explicit = job.request.explicit_id if job.request else None
-        base = explicit or ((d.dicom or {}).get("sop_instance_uid")) or d.sha256
+        base = self._base_id(job, ((d.dicom or {}).get("sop_instance_uid")) or d.sha256)
         frames = len(d.frame_numbers)
+        # One frame named out of a multi-frame instance: its id keeps the ":<frame>" suffix.
+        one_frame_named = job.request is not None and job.request.dicomweb is not None and bool(job.request.dicomweb.frame)
         total_ms = (time.monotonic() - job.polled) * 1000
         out = []
         for i, frame in enumerate(d.frame_numbers):
             scores = job.scores[i]
             assert scores is not None
-            rid = messages.frame_request_id(base, frame, frames)
+            rid = messages.frame_request_id(base, frame, 2 if one_frame_named else frames)
             dicom = None if d.dicom is None else {**d.dicom, "frame": frame}
             msg = messages.result_message(
                 request_id=rid, scores=scores, card=self.card, src=job.source,
@@ -390,6 +439,8 @@ class ScoringConsumer:
                 dicom=dicom, timings_ms={"decode": d.decode_ms, "infer": job.infer_ms[i], "total": total_ms},
             )
             msg["consumer"] = self._instance
+            if job.sr is not None:
+                msg["sr"] = job.sr
             out.append((rid, msg))
         job.outcome = "ok"
         self._send(job, self.config.result_topic, out)
@@ -431,14 +482,217 @@ class ScoringConsumer:
         job.unacked -= 1
         if job.unacked > 0:
             return
+        if job.outcome == "ok" and job.decoded is not None:
+            self.metrics.images.inc(len(job.decoded.frame_numbers))
+        if job.parent is not None:
+            job.decoded = None
+            job.source_header = None
+            self._child_done(job)
+            return
+        self._message_done(job)
+
+    def _message_done(self, job: _Job) -> None:
         if not self.tracker.finished(job.tp, job.offset):
             return
         self.metrics.messages.labels(job.outcome).inc()
-        if job.outcome == "ok" and job.decoded is not None:
-            self.metrics.images.inc(len(job.decoded.frame_numbers))
         if job.timestamp_ms:
             self.metrics.latency.observe(max(0.0, time.time() - job.timestamp_ms / 1000))
         job.decoded = None  # free the pixels now, not when the last reference goes
+
+    # -- DICOMweb: resolve, retrieve, store ----------------------------------------------------
+    def _base_id(self, job: _Job, fallback: str) -> str:
+        """The request id results of this job derive from (before ``:<frame>``).
+
+        A study or series fans out: each instance gets ``<request id>/<SOP Instance UID>``, or just the
+        SOP Instance UID without an explicit id. An instance reference keeps the usual rule.
+        """
+        explicit = job.request.explicit_id if job.request else None
+        ref = job.request.dicomweb if job.request else None
+        if job.instance is not None and ref is not None and ref.level != "instance":
+            return f"{explicit}/{job.instance.instance}" if explicit else job.instance.instance
+        if job.instance is not None:
+            return explicit or job.instance.instance
+        return explicit or fallback
+
+    def _io_submit(self, job: _Job, fn: Callable[[], Any], on_done: Callable[[_Job, tuple[Any, ...]], None]) -> None:
+        """Run ``fn`` on the archive's thread pool; its outcome comes back to the loop as a tagged tuple."""
+        assert self._io is not None
+
+        def call() -> tuple[Any, ...]:
+            from skinbatch.dicomweb.client import ArchiveRejected, ArchiveUnavailable, NotInArchive
+
+            try:
+                return ("ok", fn())
+            except ArchiveUnavailable as exc:
+                return ("retry", str(exc))
+            except (NotInArchive, ArchiveRejected) as exc:
+                return ("reject", exc.type, str(exc))
+            except Exception as exc:  # noqa: BLE001 - reported to the loop, never lost in a thread
+                return ("bug", f"{type(exc).__name__}: {exc}")
+
+        future = self._io.submit(call)
+        future.add_done_callback(lambda f: self._post(on_done, job, f.result()))
+
+    def _archive_fault(self, job: _Job, error: str, retry: Callable[[], None], stage: str) -> None:
+        """The archive failed: pause consumption, retry this step with backoff. Never a dead letter."""
+        self.metrics.errors.labels("archive_unavailable").inc()
+        self.metrics.retries.labels("archive").inc()
+        if self._archive_down_since is None:
+            self._archive_down_since = time.monotonic()
+            self._archive_backoff = self.config.retry_initial_s
+            self.metrics.archive_up.set(0)
+            log.error("the DICOMweb archive failed; pausing consumption and retrying",
+                      extra={"event": "archive_down", "stage": stage, "error": error[:300], **job.source})
+        delay = self._archive_backoff
+        self._archive_backoff = min(self._archive_backoff * 2, self.config.retry_max_s)
+        self._retry_later(delay, retry, stage)
+
+    def _archive_recovered(self) -> None:
+        if self._archive_down_since is None:
+            return
+        down_for = time.monotonic() - self._archive_down_since
+        self._archive_down_since = None
+        self._archive_backoff = self.config.retry_initial_s
+        self.metrics.archive_up.set(1)
+        log.info("the DICOMweb archive is back; resuming", extra={"event": "archive_up", "down_s": round(down_for, 1)})
+
+    def _submit_resolve(self, job: _Job) -> None:
+        if not self._current(job):
+            return
+        assert job.request is not None and job.request.dicomweb is not None
+        ref = job.request.dicomweb
+        self._io_submit(job, lambda: self._archive.resolve(ref), self._on_resolved)
+
+    def _on_resolved(self, job: _Job, outcome: tuple[Any, ...]) -> None:
+        if not self._current(job):
+            return
+        assert job.request is not None and job.request.dicomweb is not None
+        ref = job.request.dicomweb
+        if outcome[0] == "retry":
+            self._archive_fault(job, outcome[1], lambda: self._submit_resolve(job), "resolve")
+            return
+        if outcome[0] != "ok":
+            self._archive_recovered()
+            error_type, message = (outcome[1], outcome[2]) if outcome[0] == "reject" else ("internal_error", outcome[1])
+            self._reject(job, job.request.explicit_id or ref.uri, error_type, message, None)
+            return
+        self._archive_recovered()
+        instances = outcome[1]
+        job.pending_children = len(instances)
+        for inst in instances:
+            child = _Job(tp=job.tp, offset=job.offset, generation=job.generation, timestamp_ms=job.timestamp_ms,
+                         polled=job.polled, request=job.request, parent=job, instance=inst)
+            self._retrieve_backlog.append(child)
+        self._pump_retrievals()
+
+    def _pump_retrievals(self) -> None:
+        """Start retrievals while the archive is up and the bytes in memory stay under the limit."""
+        if self._io is None or self._archive_down_since is not None:
+            return
+        limit = 2 * max(1, self.config.dicomweb_workers)
+        while (self._retrieve_backlog and self._retrievals < limit
+               and self._bytes_in_flight < self.config.max_in_flight_bytes):
+            child = self._retrieve_backlog.popleft()
+            if not self._current(child):
+                continue
+            self._submit_retrieve(child)
+
+    def _submit_retrieve(self, child: _Job) -> None:
+        if not self._current(child):
+            return
+        inst = child.instance
+        want_header = self.config.store_results
+
+        def retrieve() -> tuple[bytes, Any]:
+            data = self._archive.retrieve(inst)
+            if not want_header:
+                return data, None
+            from skinbatch.dicomweb.sr import header_of
+
+            try:
+                return data, header_of(data)
+            except Exception:  # noqa: BLE001 - not DICOM: the decoder will say what is wrong with it
+                return data, None
+
+        self._retrievals += 1
+        self._io_submit(child, retrieve, self._on_retrieved)
+
+    def _on_retrieved(self, child: _Job, outcome: tuple[Any, ...]) -> None:
+        self._retrievals -= 1
+        if not self._current(child):
+            return
+        if outcome[0] == "retry":
+            self._archive_fault(child, outcome[1], lambda: self._submit_retrieve(child), "retrieve")
+            return
+        self._archive_recovered()
+        if outcome[0] != "ok":
+            error_type, message = (outcome[1], outcome[2]) if outcome[0] == "reject" else ("internal_error", outcome[1])
+            self._reject(child, self._base_id(child, child.instance.instance), error_type, message, None)
+            return
+        data, header = outcome[1]
+        assert child.request is not None
+        child.request = Request(child.request.explicit_id, data, None, child.request.content_type,
+                                child.request.dicomweb)
+        child.size = len(data)
+        child.source_header = header
+        self._bytes_in_flight += child.size
+        self._submit_decode(child)
+        self._pump_retrievals()
+
+    def _submit_store(self, job: _Job) -> None:
+        """Build the SR and store it, unless the archive already has it (same derived UID)."""
+        if not self._current(job):
+            return
+        assert self.card is not None and job.decoded is not None
+        from skinbatch.dicomweb.sr import FrameScores, build_score_report, sr_instance_uid, sr_series_uid
+
+        card, header, archive = self.card, job.source_header, self._archive
+        model = card.model_summary()
+        frames = [FrameScores(n, s) for n, s in zip(job.decoded.frame_numbers, job.scores) if s is not None]
+        selection = job.request.dicomweb.frame if job.request and job.request.dicomweb else None
+
+        def store() -> dict[str, Any]:
+            sop = sr_instance_uid(header.SOPInstanceUID, model, selection)
+            series = sr_series_uid(header.StudyInstanceUID, model)
+            if archive.instance_exists(header.StudyInstanceUID, sop):
+                return {"sop_instance_uid": sop, "series_instance_uid": series, "stored": False}
+            sr = build_score_report(header, frames, model, coarse_labels=card.coarse_labels,
+                                    fine_labels=card.fine_labels, frame_selection=selection)
+            archive.store(sr)
+            return {"sop_instance_uid": sop, "series_instance_uid": series, "stored": True}
+
+        self._io_submit(job, store, self._on_stored)
+
+    def _on_stored(self, job: _Job, outcome: tuple[Any, ...]) -> None:
+        if not self._current(job):
+            return
+        if outcome[0] in ("retry", "reject"):
+            # A refused store is not the input's fault either: the results wait until the report is in.
+            message = outcome[1] if outcome[0] == "retry" else outcome[2]
+            self._archive_fault(job, message, lambda: self._submit_store(job), "store")
+            return
+        self._archive_recovered()
+        if outcome[0] == "bug":
+            # The image was scored; a report that cannot be built must not hold its scores back.
+            self.metrics.errors.labels("sr_failed").inc()
+            log.error("building the structured report failed; results are sent without one",
+                      extra={"event": "sr_failed", "error": outcome[1][:300], **job.source})
+        else:
+            info = outcome[1]
+            job.sr = {"sop_instance_uid": info["sop_instance_uid"],
+                      "series_instance_uid": info["series_instance_uid"]}
+            self.metrics.reports.labels("stored" if info["stored"] else "already_stored").inc()
+        self._publish_results(job)
+
+    def _child_done(self, child: _Job) -> None:
+        parent = child.parent
+        assert parent is not None
+        parent.any_ok = parent.any_ok or child.outcome == "ok"
+        parent.pending_children -= 1
+        if parent.pending_children > 0:
+            return
+        parent.outcome = "ok" if parent.any_ok else "rejected"
+        self._message_done(parent)
 
     # -- retries, flow control, commits --------------------------------------------------------
     def _retry_later(self, delay: float, action: Callable[[], None], stage: str) -> None:
@@ -456,7 +710,9 @@ class ScoringConsumer:
         saturated = (self.tracker.in_flight() >= cfg.max_in_flight
                      or self._bytes_in_flight >= cfg.max_in_flight_bytes
                      or len(self._infer_backlog) >= cfg.max_in_flight)
-        should_pause = saturated or self._triton_down_since is not None or self._stop.is_set()
+        saturated = saturated or len(self._retrieve_backlog) >= cfg.max_in_flight
+        should_pause = (saturated or self._triton_down_since is not None or self._archive_down_since is not None
+                        or self._stop.is_set())
         assignment = list(self._consumer.assignment())
         if should_pause and assignment:
             self._consumer.pause(*assignment)
@@ -550,6 +806,7 @@ class ScoringConsumer:
         while self.tracker.in_flight() > 0 and time.monotonic() < deadline:
             self._run_due_retries()
             self._probe_triton()
+            self._pump_retrievals()
             self._pump_inference()
             self._flow_control()
             self._consumer.poll(timeout_ms=0)
@@ -576,6 +833,8 @@ class ScoringConsumer:
         if self._consumer is not None:
             self._consumer.close(autocommit=False)
         self._shutdown_pool()
+        if self._io is not None:
+            self._io.shutdown(wait=False, cancel_futures=True)
         if self._scorer is not None:
             self._scorer.close()
         log.info("stopped", extra={"event": "stop"})

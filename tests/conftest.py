@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.triton",
     "tests.fixtures.converted",
     "tests.fixtures.stack",
+    "tests.fixtures.orthanc",
 ]

@@ -19,7 +19,7 @@ from .progress import Progress
 from .report import write_reports
 from .run import RunOptions, RunSummary, Runner, default_workers
 from .state import StateMismatchError, TriageStore
-from .walk import discover
+from .walk import Discovery, discover
 
 
 def _err(message: str) -> None:
@@ -35,7 +35,7 @@ def exit_code_for(summary: RunSummary, failed: int) -> ExitCode:
 
 
 @click.command("triage", epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("archives", nargs=-1, required=True,
+@click.argument("archives", nargs=-1, required=False,
                 type=click.Path(exists=True, path_type=Path))
 @click.option("--triton-url", envvar="SKINBATCH_TRITON_URL", show_envvar=True, required=True,
               help="Triton gRPC endpoint, host:port.")
@@ -58,10 +58,30 @@ def exit_code_for(summary: RunSummary, failed: int) -> ExitCode:
 @click.option("--progress/--no-progress", "show_progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
+@click.option("--dicomweb-url", envvar="SKINBATCH_DICOMWEB_URL", show_envvar=True, default=None,
+              help="Also (or instead of folders) score what a QIDO-RS query finds in this DICOMweb archive.")
+@click.option("--dicomweb-user", envvar="SKINBATCH_DICOMWEB_USER", show_envvar=True, default=None,
+              help="User for HTTP basic authentication at the archive.")
+@click.option("--dicomweb-password", envvar="SKINBATCH_DICOMWEB_PASSWORD", show_envvar=True, default=None,
+              help="Password for the archive (prefer the environment variable).")
+@click.option("--dicomweb-token", envvar="SKINBATCH_DICOMWEB_TOKEN", show_envvar=True, default=None,
+              help="Bearer token for the archive (prefer the environment variable).")
+@click.option("--study-date", default=None, help="QIDO: StudyDate YYYYMMDD or range YYYYMMDD-YYYYMMDD.")
+@click.option("--modality", default=None, help="QIDO: modality of the series, e.g. XC (external camera).")
+@click.option("--sop-class", default=None,
+              help="QIDO: SOP Class UID, e.g. 1.2.840.10008.5.1.4.1.1.77.1.4 (VL Photographic Image).")
+@click.option("--patient-id", default=None, help="QIDO: PatientID.")
+@click.option("--accession", default=None, help="QIDO: AccessionNumber.")
 def triage(archives: tuple[Path, ...], triton_url: str, out_dir: Path, model: str, workers: int,
            max_in_flight: int, top_n: int, max_file_mb: float, max_pixels: int, triton_retry_s: float,
-           show_progress: bool | None, as_json: bool) -> None:
+           show_progress: bool | None, as_json: bool, dicomweb_url: str | None, dicomweb_user: str | None,
+           dicomweb_password: str | None, dicomweb_token: str | None, study_date: str | None,
+           modality: str | None, sop_class: str | None, patient_id: str | None, accession: str | None) -> None:
     """Score every image under ARCHIVE... (folders, files, DICOMDIRs) and rank them by malignancy.
+
+    With --dicomweb-url, also score the instances of a PACS or VNA that a QIDO-RS query matches
+    (--study-date, --modality, --sop-class, --patient-id, --accession; all optional). They are fetched
+    by WADO-RS into --out/dicomweb/ (the report's thumbnails are drawn from there), each once.
 
     Walks folders recursively for DICOM, JPEG and PNG files (by extension or content), follows
     DICOMDIR indexes, and scores each frame on Triton through the same decoding as the Kafka
@@ -77,10 +97,22 @@ def triage(archives: tuple[Path, ...], triton_url: str, out_dir: Path, model: st
         sys.exit(int(health.exit_code))
 
     out_dir = out_dir.resolve()
+    qido_filters = (study_date, modality, sop_class, patient_id, accession)
+    if not archives and not dicomweb_url:
+        _err("give folders or files to score, or a DICOMweb archive with --dicomweb-url")
+        sys.exit(int(ExitCode.USAGE))
+    if any(qido_filters) and not dicomweb_url:
+        _err("--study-date, --modality, --sop-class, --patient-id and --accession query a DICOMweb archive: "
+             "add --dicomweb-url")
+        sys.exit(int(ExitCode.USAGE))
     found = discover(archives, exclude=[out_dir])
+    pacs_errors: list[tuple[Path, str, str]] = []
+    if dicomweb_url:
+        pacs_errors = _fetch_from_pacs(found, out_dir, dicomweb_url, dicomweb_user, dicomweb_password,
+                                       dicomweb_token, qido_filters, quiet=as_json)
     for dicomdir, why in found.unreadable_dicomdirs:
         _err(f"a DICOMDIR could not be read ({why}); its folder is still walked")
-    if not found.images and not found.missing:
+    if not found.images and not found.missing and not pacs_errors:
         _err(f"no DICOM, JPEG or PNG files found under the given paths ({found.skipped} other files skipped)")
         sys.exit(int(ExitCode.NO_INPUT))
 
@@ -99,16 +131,18 @@ def triage(archives: tuple[Path, ...], triton_url: str, out_dir: Path, model: st
             for missing in found.missing:
                 store.record_path_error(os.path.abspath(missing), "not_found",
                                         "referenced by a DICOMDIR but not on disk")
+            for path, error_type, message in pacs_errors:
+                store.record_path_error(os.path.abspath(path), error_type, message)
             store.commit()
             if not card.trained and not as_json:
                 _err("the served model is UNTRAINED (demo weights): its scores are random")
             progress = Progress(len(found.images), enabled=show_progress)
             summary = runner.run(found.images, store, progress, on_event=_err)
-            current = {os.path.abspath(p) for p in [*found.images, *found.missing]}
+            current = {os.path.abspath(p) for p in [*found.images, *found.missing, *(e[0] for e in pacs_errors)]}
             failed = sum(1 for _ in store.error_rows(paths=current))
             run_info: dict[str, Any] = {
                 **summary.to_dict(),
-                "files_total": len(found.images) + len(found.missing),
+                "files_total": len(found.images) + len(found.missing) + len(pacs_errors),
                 "missing_references": len(found.missing),
                 "skipped_not_images": found.skipped,
                 "failed_total": failed,
@@ -135,6 +169,34 @@ def triage(archives: tuple[Path, ...], triton_url: str, out_dir: Path, model: st
     elif failed:
         _err(f"{failed} file(s) could not be scored; see the Failures section of the report")
     sys.exit(int(code))
+
+
+def _fetch_from_pacs(found: Discovery, out_dir: Path, url: str, user: str | None, password: str | None,
+                     token: str | None, filters: tuple[str | None, ...], quiet: bool) -> list[tuple[Path, str, str]]:
+    """Add the archive's matching instances (fetched into ``out_dir``) to ``found``; return fetch failures."""
+    from skinbatch.dicomweb.client import ArchiveError, DicomWebArchive, DicomWebSettings
+
+    from .pacs import PacsQuery, fetch, find_instances
+
+    try:
+        query = PacsQuery(*filters)
+        archive = DicomWebArchive(DicomWebSettings.from_values(url, user, password, token))
+    except ValueError as exc:
+        _err(str(exc))
+        sys.exit(int(ExitCode.USAGE))
+    try:
+        studies, refs = find_instances(archive, query)
+    except ArchiveError as exc:
+        _err(f"searching the DICOMweb archive failed: {exc}. Check --dicomweb-url and the credentials, "
+             "then run the same command again")
+        sys.exit(int(ExitCode.USAGE))
+    if not quiet:
+        _err(f"DICOMweb: {studies} studies and {len(refs)} image instances match")
+    fetched = fetch(archive, refs, out_dir)
+    found.images.extend(fetched.paths)
+    errors = [(p, "not_found", f"{why}; listed by the search but not retrievable") for p, why in fetched.not_found]
+    errors += [(p, "io_error", f"{why}; retried on the next run") for p, why in fetched.unavailable]
+    return errors
 
 
 if __name__ == "__main__":

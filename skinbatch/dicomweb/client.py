@@ -1,0 +1,288 @@
+"""Talking to a DICOMweb archive (QIDO-RS, WADO-RS, STOW-RS; DICOM PS3.18) through ``dicomweb-client``.
+
+Every failure is sorted into one of three kinds, because the caller acts differently on each:
+
+* :class:`ArchiveUnavailable`: may pass (timeouts, refused connections, HTTP 5xx, 408, 429, and 401/403,
+  which mean the consumer's credentials are wrong or expired: an operator fixes them, the input is
+  fine). Retried with backoff; never a dead letter.
+* :class:`NotInArchive`: HTTP 404, or a query that finds nothing. The request named something the
+  archive does not have: bad input, dead-lettered with ``type`` ``instance_not_found``.
+* :class:`ArchiveRejected`: any other 4xx. The archive refused this particular request.
+
+Credentials (HTTP basic or a bearer token) ride on the HTTP session; they are never put in a URL, an
+exception message or a log record. Error messages name the HTTP status and the operation, not the URL.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse, urlunparse
+
+import pydicom
+import requests
+from dicomweb_client import DICOMwebClient
+
+from .references import DicomWebReference
+
+ENV_URL = "SKINBATCH_DICOMWEB_URL"
+ENV_USER = "SKINBATCH_DICOMWEB_USER"
+ENV_PASSWORD = "SKINBATCH_DICOMWEB_PASSWORD"
+ENV_TOKEN = "SKINBATCH_DICOMWEB_TOKEN"
+
+NOT_FOUND_TYPE = "instance_not_found"
+REJECTED_TYPE = "archive_rejected"
+
+# Accept the instance as stored (any transfer syntax): no transcoding by the archive, so the bytes
+# scored are the bytes archived, and their sha256 matches the archive's copy.
+_ACCEPT_ANY_SYNTAX = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+# dicomweb-client logs request URLs at INFO/DEBUG; they carry UIDs. Keep its chatter for warnings.
+logging.getLogger("dicomweb_client").setLevel(logging.WARNING)
+logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+class ArchiveError(Exception):
+    """Base of the archive errors below."""
+
+
+class ArchiveUnavailable(ArchiveError):
+    """The archive cannot answer now (down, overloaded, slow, or refusing our credentials). Retry later."""
+
+
+class NotInArchive(ArchiveError):
+    """The archive does not have what the request names (HTTP 404, or an empty search)."""
+
+    type = NOT_FOUND_TYPE
+
+
+class ArchiveRejected(ArchiveError):
+    """The archive refused this request with a 4xx other than 404, 401, 403, 408 or 429."""
+
+    type = REJECTED_TYPE
+
+
+# SOP classes that hold no image to score: structured reports (ours included), encapsulated documents,
+# presentation states, key objects. A study or series request skips them instead of dead-lettering them.
+NON_IMAGE_SOP_CLASS_PREFIXES = (
+    "1.2.840.10008.5.1.4.1.1.88.",   # Structured Reports, Key Object Selection
+    "1.2.840.10008.5.1.4.1.1.104.",  # Encapsulated PDF, CDA, STL…
+    "1.2.840.10008.5.1.4.1.1.11.",   # Presentation States
+    "1.2.840.10008.5.1.4.1.1.66",    # Raw data, registrations, segmentations
+    "1.2.840.10008.5.1.4.1.1.9.",    # Waveforms
+)
+
+
+def is_image_sop_class(sop_class: str) -> bool:
+    """False for SOP classes that are known to carry no image; unknown or empty classes count as images."""
+    return not any(sop_class.startswith(p) for p in NON_IMAGE_SOP_CLASS_PREFIXES)
+
+
+@dataclass(frozen=True)
+class InstanceRef:
+    """One instance found in the archive."""
+
+    study: str
+    series: str
+    instance: str
+    sop_class: str = ""
+    modality: str = ""
+
+    @property
+    def uri(self) -> str:
+        return f"dicomweb:studies/{self.study}/series/{self.series}/instances/{self.instance}"
+
+
+@dataclass
+class DicomWebSettings:
+    """Where the archive is and how to log in. Build it with :meth:`from_values` or :meth:`from_env`."""
+
+    url: str
+    """The DICOMweb root, e.g. ``https://pacs.example.org/dicom-web`` (no credentials in it)."""
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    """An OAuth2/OIDC bearer token; exclusive with user and password."""
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 60.0
+    verify: bool | str = True
+    """TLS verification: True, False, or a CA bundle path."""
+
+    @classmethod
+    def from_values(cls, url: str, user: str | None = None, password: str | None = None,
+                    token: str | None = None, **kw: Any) -> DicomWebSettings:
+        """Validates the URL; credentials written into it (``https://user:pw@host``) are moved to basic auth."""
+        parsed = urlparse(url.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("the DICOMweb URL must be http(s)://host[:port]/path-to-dicomweb-root")
+        if parsed.username or parsed.password:
+            if user or token:
+                raise ValueError("give the archive's credentials once: in the URL or as user/password/token")
+            user, password = parsed.username, parsed.password
+            host = parsed.hostname + (f":{parsed.port}" if parsed.port else "")
+            parsed = parsed._replace(netloc=host)
+        if token and (user or password):
+            raise ValueError("give either a bearer token or a user and password for the archive, not both")
+        if password and not user:
+            raise ValueError("a DICOMweb password needs a user (--dicomweb-user)")
+        return cls(url=urlunparse(parsed).rstrip("/"), user=user, password=password, token=token, **kw)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> DicomWebSettings | None:
+        env = os.environ if environ is None else environ
+        url = env.get(ENV_URL)
+        if not url:
+            return None
+        return cls.from_values(url, env.get(ENV_USER) or None, env.get(ENV_PASSWORD) or None,
+                               env.get(ENV_TOKEN) or None)
+
+    @property
+    def auth_kind(self) -> str:
+        """``basic``, ``bearer`` or ``none``: safe to log."""
+        return "bearer" if self.token else "basic" if self.user else "none"
+
+    def session(self) -> requests.Session:
+        session = requests.Session()
+        if self.token:
+            session.headers["Authorization"] = f"Bearer {self.token}"
+        elif self.user:
+            session.auth = (self.user, self.password or "")
+        session.verify = self.verify
+        return session
+
+
+def _status_error(status: int, what: str) -> ArchiveError:
+    if status == 404:
+        return NotInArchive(f"the archive has no {what} (HTTP 404)")
+    if status in (401, 403, 407):
+        return ArchiveUnavailable(
+            f"the archive refused our credentials for {what} (HTTP {status}); check --dicomweb-user/"
+            "--dicomweb-password or --dicomweb-token (SKINBATCH_DICOMWEB_*)")
+    if status in (408, 429) or status >= 500:
+        return ArchiveUnavailable(f"the archive failed on {what} (HTTP {status})")
+    return ArchiveRejected(f"the archive rejected the request for {what} (HTTP {status})")
+
+
+@contextmanager
+def classify(what: str) -> Iterator[None]:
+    """Turn requests' and dicomweb-client's exceptions into the archive errors above."""
+    try:
+        yield
+    except ArchiveError:
+        raise
+    except requests.HTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else 0
+        raise _status_error(status, what) from None
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise ArchiveUnavailable(f"the archive did not answer for {what} ({type(exc).__name__})") from None
+    except requests.RequestException as exc:
+        raise ArchiveUnavailable(f"talking to the archive failed for {what} ({type(exc).__name__})") from None
+
+
+class _Client(DICOMwebClient):
+    def retrieve_instance_bytes(self, study: str, series: str, instance: str) -> bytes:
+        """The Part-10 bytes of one instance, as the archive stores them."""
+        url = f"{self.base_url}/studies/{study}/series/{series}/instances/{instance}"
+        # dicomweb-client's public retrieve_instance parses the part into a pydicom Dataset, which
+        # cannot give the archived bytes back exactly; its multipart reader is used directly.
+        try:
+            response = self._http_get(url, headers={"Accept": _ACCEPT_ANY_SYNTAX})
+            parts = list(self._decode_multipart_message(response, stream=False))
+        except AttributeError:  # a future dicomweb-client without these helpers: re-encode instead
+            ds = self.retrieve_instance(study, series, instance)
+            buf = io.BytesIO()
+            pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+            return buf.getvalue()
+        if len(parts) != 1:
+            raise ArchiveRejected(f"the archive answered with {len(parts)} parts for one instance")
+        return parts[0]
+
+
+class DicomWebArchive:
+    """Thread-safe: each thread gets its own HTTP session (requests' sessions are not thread-safe)."""
+
+    def __init__(self, settings: DicomWebSettings) -> None:
+        self.settings = settings
+        self._local = threading.local()
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+    def _client(self) -> _Client:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            s = self.settings
+            client = _Client(s.url, session=s.session(), timeout=(s.connect_timeout_s, s.read_timeout_s))
+            client.set_http_retry_params(retry=False)  # our caller retries with backoff, without blocking
+            self._local.client = client
+        return client
+
+    # -- QIDO-RS -----------------------------------------------------------------------------
+    def resolve(self, ref: DicomWebReference) -> list[InstanceRef]:
+        """The instances a reference names, in a stable order. ``NotInArchive`` when there are none."""
+        what = f"{ref.level} {ref.instance or ref.series or ref.study}"
+        if ref.instance:
+            assert ref.series is not None
+            # One instance: no query needed; a missing one shows up as a 404 on retrieval.
+            return [InstanceRef(ref.study, ref.series, ref.instance)]
+        found = self.search_instances(study=ref.study, series=ref.series)
+        if not found:
+            raise NotInArchive(f"the archive has no instances in {what}")
+        images = [r for r in found if is_image_sop_class(r.sop_class)]
+        if not images:
+            raise NotInArchive(f"the {what} holds no images, only reports or other non-image objects")
+        return images
+
+    def search_instances(self, study: str | None = None, series: str | None = None,
+                         filters: dict[str, str] | None = None) -> list[InstanceRef]:
+        with classify("an instance search"):
+            rows = self._client().search_for_instances(
+                study_instance_uid=study, series_instance_uid=series, search_filters=dict(filters or {}),
+                fields=["SOPClassUID", "SeriesInstanceUID", "StudyInstanceUID", "Modality"], get_remaining=True)
+        out = {_instance_ref(row) for row in rows}
+        return sorted((r for r in out if r is not None), key=lambda r: (r.study, r.series, r.instance))
+
+    def search_studies(self, filters: dict[str, str]) -> list[str]:
+        with classify("a study search"):
+            rows = self._client().search_for_studies(search_filters=dict(filters), get_remaining=True)
+        return sorted({v for v in (_value(row, "0020000D") for row in rows) if v})
+
+    def instance_exists(self, study: str, instance: str) -> bool:
+        with classify("an instance search"):
+            rows = self._client().search_for_instances(study_instance_uid=study,
+                                                       search_filters={"SOPInstanceUID": instance})
+        return any(_value(row, "00080018") == instance for row in rows)
+
+    # -- WADO-RS -----------------------------------------------------------------------------
+    def retrieve(self, ref: InstanceRef) -> bytes:
+        with classify(f"instance {ref.instance}"):
+            return self._client().retrieve_instance_bytes(ref.study, ref.series, ref.instance)
+
+    # -- STOW-RS -----------------------------------------------------------------------------
+    def store(self, dataset: pydicom.Dataset) -> None:
+        """Store one instance; ``ArchiveRejected`` when the archive lists it as failed."""
+        with classify("storing a report"):
+            response = self._client().store_instances([dataset], study_instance_uid=dataset.StudyInstanceUID)
+        failed = getattr(response, "FailedSOPSequence", None) or []
+        if failed:
+            reason = failed[0].get("FailureReason", "unknown")
+            raise ArchiveRejected(f"the archive refused to store the report (failure reason {reason})")
+
+
+def _value(row: dict[str, Any], tag: str) -> str | None:
+    values = (row.get(tag) or {}).get("Value") or []
+    return str(values[0]) if values else None
+
+
+def _instance_ref(row: dict[str, Any]) -> InstanceRef | None:
+    study, series, sop = _value(row, "0020000D"), _value(row, "0020000E"), _value(row, "00080018")
+    if not (study and series and sop):
+        return None
+    return InstanceRef(study, series, sop, _value(row, "00080016") or "", _value(row, "00080060") or "")
