@@ -40,7 +40,7 @@ from skinbatch.scoring import Scores, TritonScorer, TritonUnavailable
 
 from . import messages
 from .config import ConsumerConfig
-from .decode import ArchiveUnavailable, DecodedRequest, decode_request, worker_init
+from .decode import ArchiveUnavailable, ModelInput, decode_request, decode_worker_init
 from .errors import RequestRejected
 from .metrics import ConsumerMetrics
 from .offsets import OffsetTracker
@@ -63,7 +63,7 @@ class _Job:
     polled: float
     request: Request | None = None
     size: int = 0
-    decoded: DecodedRequest | None = None
+    decoded: ModelInput | None = None
     scores: list[Scores | None] = field(default_factory=list)
     infer_ms: list[float] = field(default_factory=list)
     remaining_frames: int = 0
@@ -190,7 +190,7 @@ class ScoringConsumer:
     # -- start-up ----------------------------------------------------------------------------
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=self.config.decode_workers, mp_context=get_context("spawn"),
-                                   initializer=worker_init)
+                                   initializer=decode_worker_init)
 
     def _wait_for_model(self) -> ModelCard | None:
         backoff = self.config.retry_initial_s
@@ -280,7 +280,7 @@ class ScoringConsumer:
             return
         future.add_done_callback(lambda f: self._post(self._on_decoded, job, f))
 
-    def _on_decoded(self, job: _Job, future: Future[DecodedRequest]) -> None:
+    def _on_decoded(self, job: _Job, future: Future[ModelInput]) -> None:
         if not self._current(job):
             self._release_payload(job)
             return
@@ -307,7 +307,7 @@ class ScoringConsumer:
                 self._exit_code = 1
                 self._stop.set()
                 return
-            decoded = DecodedRequest(error_type="internal_error", error_message=f"{type(exc).__name__}: {exc}")
+            decoded = ModelInput(error_type="internal_error", error_message=f"{type(exc).__name__}: {exc}")
         else:
             self._internal_errors = 0
         self._release_payload(job)
@@ -855,7 +855,7 @@ def _offset_id(job: _Job) -> str:
     return f"{job.tp.topic}/{job.tp.partition}/{job.offset}"
 
 
-def _input_info(d: DecodedRequest) -> dict[str, Any]:
+def _input_info(d: ModelInput) -> dict[str, Any]:
     info: dict[str, Any] = {"sha256": d.sha256, "bytes": d.nbytes}
     if d.format:
         info["format"] = d.format

@@ -7,38 +7,26 @@ as an exception. Errors about the *path* (missing, unreadable) are told apart fr
 
 from __future__ import annotations
 
-import hashlib
 import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from skinbatch.imaging import DecodeLimits, ImageDecodeError, Preprocessing, decode, preprocess
+from skinbatch.imaging import DecodeLimits, Preprocessing
+from skinbatch.imaging.model_input import ModelInput, prepare_model_input
 
 
 @dataclass
-class Loaded:
-    path: str
-    size: int = 0
+class Loaded(ModelInput):
+    """A file's model input, plus what triage's resumable state keys on."""
+
+    path: str = ""
     mtime_ns: int = 0
-    sha256: str = ""
-    images: np.ndarray | None = None
-    """(frames, size, size, 3) uint8, ready for Triton."""
-    frame_numbers: list[int] = field(default_factory=list)
-    format: str = ""
-    monochrome: bool = False
-    dicom: dict[str, Any] | None = None
-    decode_ms: float = 0.0
-    error_type: str | None = None
-    error_message: str | None = None
     path_error: bool = False
     """The error is about the path (missing, unreadable), not the bytes: retried on the next run."""
 
     @property
-    def ok(self) -> bool:
-        return self.error_type is None
+    def size(self) -> int:
+        return self.nbytes
 
 
 def limits_dict(limits: DecodeLimits) -> dict[str, int]:
@@ -51,7 +39,7 @@ def read_file(path: str, max_bytes: int) -> bytes | Loaded:
     try:
         st = os.stat(path)
         if st.st_size > max_bytes:
-            return Loaded(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns, error_type="too_large",
+            return Loaded(path=path, nbytes=st.st_size, mtime_ns=st.st_mtime_ns, error_type="too_large",
                           error_message=f"the file is {st.st_size} bytes, over the limit of {max_bytes}; "
                                         "raise --max-file-mb if such files are expected")
         with open(path, "rb") as fh:
@@ -69,49 +57,13 @@ def read_file(path: str, max_bytes: int) -> bytes | Loaded:
 
 def load_and_decode(path: str, preprocessing: dict[str, Any], limits: dict[str, int]) -> Loaded:
     """Read, hash, decode and preprocess one file. Runs in a worker process."""
-    started = time.perf_counter()
     try:
-        st = os.stat(path)
+        mtime_ns = os.stat(path).st_mtime_ns
     except OSError:
-        st = None
+        mtime_ns = 0
     data = read_file(path, limits["max_bytes"])
     if isinstance(data, Loaded):
         return data
-    out = Loaded(path=path, size=len(data), mtime_ns=st.st_mtime_ns if st else 0,
-                 sha256=hashlib.sha256(data).hexdigest())
-    target = Preprocessing.from_dict(preprocessing)
-    try:
-        decoded = decode(data, limits=DecodeLimits(**limits), target=target)
-        out.images = np.stack([preprocess(frame.pixels, target) for frame in decoded.frames])
-    except ImageDecodeError as exc:
-        out.error_type, out.error_message = exc.type, str(exc)
-        return out
-    except MemoryError:
-        out.error_type, out.error_message = "too_large", "the image needs more memory than this worker has"
-        return out
-    out.frame_numbers = [frame.number for frame in decoded.frames]
-    out.format = decoded.format
-    out.monochrome = decoded.monochrome
-    if decoded.dicom is not None:
-        ids = decoded.dicom
-        out.dicom = {
-            "study_instance_uid": ids.study_instance_uid,
-            "series_instance_uid": ids.series_instance_uid,
-            "sop_instance_uid": ids.sop_instance_uid,
-            "sop_class_uid": ids.sop_class_uid,
-            "accession_number": ids.accession_number,
-        }
-    out.decode_ms = (time.perf_counter() - started) * 1000
-    return out
+    prepared = prepare_model_input(data, Preprocessing.from_dict(preprocessing), DecodeLimits(**limits))
+    return Loaded(path=path, mtime_ns=mtime_ns, **vars(prepared))
 
-
-def worker_init() -> None:
-    """One thread per worker; Ctrl-C is the main process's business (it drains and saves)."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from skinbatch.logs import silence_pydicom
-
-    silence_pydicom()
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")

@@ -32,10 +32,11 @@ from types import FrameType
 from typing import Any
 
 from skinbatch.imaging import DecodeLimits
+from skinbatch.imaging.model_input import decode_worker_init
 from skinbatch.modelcard import ENSEMBLE_NAME, ModelCard
 from skinbatch.scoring import Scores, TritonScorer
 
-from .decode import Loaded, limits_dict, load_and_decode, worker_init
+from .decode import Loaded, limits_dict, load_and_decode
 from .progress import Progress
 from .state import TriageStore
 
@@ -135,7 +136,7 @@ class Runner:
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: the parent may hold gRPC channels, which do not survive a fork.
         return ProcessPoolExecutor(max_workers=self.options.workers, mp_context=get_context("spawn"),
-                                   initializer=worker_init)
+                                   initializer=decode_worker_init)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
