@@ -6,10 +6,10 @@ PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 
 .PHONY: setup tools demo test test-unit clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) -q -U pip
-	$(PY) -m pip install $(PIP_FLAGS) -q -e '.[dev]'
+	$(PY) -m pip install $(PIP_FLAGS) -q -e '.[dev]' -c constraints.txt
 	touch $@
 
 setup: $(VENV)/.installed

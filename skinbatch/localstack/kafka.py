@@ -37,7 +37,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -46,6 +45,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from skinbatch._process import die_with_parent
 
 try:  # POSIX only; on other systems concurrent first downloads are simply not serialised.
     import fcntl
@@ -397,17 +398,6 @@ def _tail(text: str, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # If the Python process is SIGKILLed (a CI timeout, an OOM kill), the JVM must not live on holding
-    # ports and 768 MB. Linux only; prctl(PR_SET_PDEATHSIG=1, SIGTERM).
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-    except Exception:
-        pass
-
-
 class KafkaBroker:
     """One Apache Kafka broker+controller (KRaft) in a child JVM, on loopback ports.
 
@@ -624,7 +614,7 @@ class KafkaBroker:
                 # Own session: Ctrl-C in the terminal reaches our handler, which stops the broker
                 # cleanly, instead of hitting the JVM and the Python side at once.
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=die_with_parent,
             )
 
     def _wait_until_ready(self) -> None:

@@ -12,8 +12,6 @@ models print, go to one log file; start-up failures are read back from it.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import json
 import logging
@@ -30,6 +28,8 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import IO
+
+from skinbatch._process import die_with_parent
 
 from . import diagnose
 from .config import TritonServerConfig
@@ -48,7 +48,6 @@ LOGGER = logging.getLogger(__name__)
 _SERVICES = ("http", "grpc", "metrics")
 _SERVICE_LABELS = {"http": "HTTP", "grpc": "gRPC", "metrics": "metrics"}
 _POLL_INTERVAL_S = 0.1
-_PR_SET_PDEATHSIG = 1
 
 
 class LocalTriton:
@@ -113,7 +112,7 @@ class LocalTriton:
             # `model.py` in the caller's folder from shadowing the models' imports.
             cwd=work_dir,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - needed; see the module docstring
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - needed; see the module docstring
             close_fds=True,
         )
 
@@ -403,16 +402,6 @@ def _http_get_status(url: str) -> int | None:
 
 def _flag(value: bool) -> str:
     return "true" if value else "false"
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: ask the kernel to SIGTERM it when the parent thread dies.
-
-    The signal follows the *thread* that forked, so start servers from a thread that outlives them
-    (the main thread, or the pytest session).
-    """
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _bind(address: str, port: int) -> socket.socket:
