@@ -183,6 +183,8 @@ def main() -> None:
                     by_ref, cpu_ref = consumer_rate(broker, triton.grpc_endpoint, refs, archive,
                                                     args.concurrency, tmp)
                 rows.append((name, n, direct, inline, by_ref, cpu_inline, cpu_ref))
+                print(f"{name}: direct {direct:.1f}/s, inline {inline:.1f}/s, reference {by_ref:.1f}/s",
+                      file=sys.stderr, flush=True)
     print(f"JPEG {width}x{height}, concurrency {args.concurrency}, {os.cpu_count()} CPUs")
     print(f"{'model':13} {'msgs':>5} {'direct/s':>9} {'inline/s':>9} {'ratio':>6} {'ref/s':>8} {'ratio':>6} "
           f"{'CPU ms/msg inline':>17} {'ref':>6}")
