@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from dataclasses import MISSING, fields
 from types import FrameType
 
@@ -104,7 +105,9 @@ def consume(log_level: str, **options: object) -> None:
     service = ScoringConsumer(config, metrics)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
-        service.stop()
+        # Not service.stop() itself: Event.set takes a lock, and a second signal arriving while the
+        # handler holds it would deadlock the main thread (seen with SIGTERM sent twice).
+        threading.Thread(target=service.stop, name="stop", daemon=True).start()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)

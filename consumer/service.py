@@ -171,8 +171,10 @@ class ScoringConsumer:
             enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_records=max(1, min(cfg.max_in_flight, 500)),
             session_timeout_ms=cfg.session_timeout_ms, heartbeat_interval_ms=max(1000, cfg.session_timeout_ms // 4),
-            max_partition_fetch_bytes=cfg.max_message_bytes + 65536,
-            fetch_max_bytes=max(cfg.max_message_bytes + 65536, 52428800),
+            # Small fetches: the broker still returns a first message larger than these (KIP-74), and a
+            # 50 MB fetch is a long stall for a Python loop that also feeds Triton.
+            max_partition_fetch_bytes=1 << 20,
+            fetch_max_bytes=8 << 20,
             **security,
         )
         if not self._wait_for_topic(cfg.request_topic):

@@ -100,7 +100,8 @@ def kafka(
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        # Event.set takes a lock; setting it from another thread keeps a second signal from deadlocking.
+        threading.Thread(target=stop.set, daemon=True).start()
 
     # Installed before the (slow) start, so a Ctrl-C during start-up also ends in a clean close().
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
