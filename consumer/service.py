@@ -171,15 +171,10 @@ class ScoringConsumer:
             enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_records=max(1, min(cfg.max_in_flight, 500)),
             session_timeout_ms=cfg.session_timeout_ms, heartbeat_interval_ms=max(1000, cfg.session_timeout_ms // 4),
-            # Small fetches: the broker still returns a first message larger than these (KIP-74), and a
-            # 50 MB fetch is a long stall for a Python loop that also feeds Triton.
-            max_partition_fetch_bytes=1 << 20,
-            fetch_max_bytes=8 << 20,
+            max_partition_fetch_bytes=cfg.max_message_bytes + 65536,
+            fetch_max_bytes=max(cfg.max_message_bytes + 65536, 52428800),
             **security,
         )
-        if not self._wait_for_topic(cfg.request_topic):
-            self._close()
-            return 0
         self._consumer.subscribe([cfg.request_topic], listener=_Rebalance(self))
         stats = threading.Thread(target=self._sample_triton_statistics, name="triton-stats", daemon=True)
         stats.start()
@@ -213,26 +208,6 @@ class ScoringConsumer:
             self._stop.wait(backoff)
             backoff = min(backoff * 2, self.config.retry_max_s)
         return None
-
-    def _wait_for_topic(self, topic: str) -> bool:
-        """Join the group only once the topic's partitions are known.
-
-        kafka-python's range assignor hands out nothing for a topic whose metadata has not arrived yet,
-        and does not rebalance when it does: a member that joins too early idles forever.
-        """
-        assert self._consumer is not None
-        backoff = self.config.retry_initial_s
-        while not self._stop.is_set():
-            try:
-                if self._consumer.partitions_for_topic(topic):
-                    return True
-            except Exception as exc:  # noqa: BLE001 - a broker not up yet: keep waiting
-                log.warning("cannot read topic metadata", extra={"event": "topic_wait", "error": type(exc).__name__})
-            log.warning("waiting for the request topic to exist", extra={"event": "topic_wait", "topic": topic,
-                                                                          "retry_in_s": backoff})
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, self.config.retry_max_s)
-        return False
 
     # -- the loop ----------------------------------------------------------------------------
     def _step(self) -> None:
