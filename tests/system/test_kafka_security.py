@@ -10,7 +10,6 @@ TLS is not covered here: it needs a CA and keystores; docs/deploy.md lists the o
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +21,8 @@ from kafka.errors import KafkaError
 
 from consumer.cli import consume
 from consumer.config import ConsumerConfig
-from skinbatch.localstack.kafka import KafkaBroker, KafkaSetupError, free_port
+from skinbatch.localstack.kafka import KafkaBroker, free_port
+from tests.fixtures.kafka import start_or_skip
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
 
@@ -58,12 +58,7 @@ def sasl_broker() -> Iterator[tuple[KafkaBroker, str]]:
             "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
         },
     )
-    try:
-        broker.start()
-    except KafkaSetupError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no local Kafka: {exc}")
+    start_or_skip(broker)
     try:
         yield broker, f"{host}:{sasl}"
     finally:
