@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--standin-messages", type=int, default=1200, help="messages per stand-in run")
     parser.add_argument("--concurrency", type=int, default=64, help="images in flight to Triton (both paths)")
     parser.add_argument("--image-size", default="1024x768", help="JPEG size WxH")
+    parser.add_argument("--models", default="stand-in,inception-v3", help="which models to run, comma-separated")
     args = parser.parse_args()
 
     from skinbatch.imaging import decode, preprocess
@@ -160,11 +161,16 @@ def main() -> None:
             (archive / f"{i}.jpg").write_bytes(data)
         standin = tmp / "standin.onnx"
         build_standin_onnx(standin, len(default_taxonomy().training_classes))
-        repos = {
-            "stand-in": (convert(["--onnx", str(standin), "--model-name", "standin"], tmp / "repo-standin"),
-                         args.standin_messages),
-            "inception-v3": (convert(["--demo-weights"], tmp / "repo-inception"), args.messages),
-        }
+        wanted = args.models.split(",")
+        unknown = set(wanted) - {"stand-in", "inception-v3"}
+        if unknown:
+            parser.error(f"unknown model(s) {sorted(unknown)}; choose from stand-in, inception-v3")
+        repos = {}
+        if "stand-in" in wanted:
+            repos["stand-in"] = (convert(["--onnx", str(standin), "--model-name", "standin"], tmp / "repo-standin"),
+                                 args.standin_messages)
+        if "inception-v3" in wanted:
+            repos["inception-v3"] = (convert(["--demo-weights"], tmp / "repo-inception"), args.messages)
         with KafkaBroker(work_dir=tmp / "kafka") as broker:
             for name, (repo, n) in repos.items():
                 cfg = TritonServerConfig(repository=repo, http_port=0, grpc_port=0, metrics_port=0,

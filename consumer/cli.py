@@ -51,6 +51,8 @@ def _opt(name: str, help_text: str, **kw: object):  # type: ignore[no-untyped-de
 @_opt("drain_timeout_s", "On SIGTERM, how long to finish in-flight work before exiting.", type=float)
 @_opt("client_id", "Kafka client id.")
 @_opt("session_timeout_ms", "Group session timeout: how soon a crashed member's partitions move.", type=int)
+@_opt("fetch_stall_s", "Seconds records may wait unfetched on assigned partitions before the consumer rejoins "
+      "its group; as long again, and it exits 3 for its supervisor to restart it (0 disables).", type=float)
 @_opt("security_protocol", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
       type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]))
 @_opt("sasl_mechanism", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.", default=None)
@@ -78,7 +80,8 @@ def consume(log_level: str, **options: object) -> None:
     """Score images streamed through Kafka, at least once.
 
     Results go to the result topic keyed by request id; bad input goes to the dead-letter topic
-    with a reason. SIGTERM or Ctrl-C drains in-flight work, commits and exits 0.
+    with a reason. SIGTERM or Ctrl-C drains in-flight work, commits and exits 0. Exit 1: repeated
+    internal decoder failures; exit 3: Kafka stopped delivering waiting records (restart the process).
     """
     configure_logging(log_level)
     values = {k: v for k, v in options.items() if v is not None}

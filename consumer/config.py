@@ -38,6 +38,9 @@ class ConsumerConfig:
     client_id: str = "skinbatch-consumer"
     session_timeout_ms: int = 10000
     """How long the group waits for a silent member before handing its partitions to others."""
+    fetch_stall_s: float = 120.0
+    """How long records may wait unfetched on assigned, unpaused partitions before the consumer rejoins its
+    group; as long again after that, and it exits with status 3 for its supervisor to restart it (0 disables)."""
     # Kafka security, passed through to kafka-python unchanged.
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None

@@ -33,6 +33,8 @@ class ConsumerMetrics:
         self.archive_up = Gauge(p + "archive_up", "1 while the DICOMweb archive answers (or none is configured), "
                                 "0 while the consumer waits for it", registry=r)
         self.archive_up.set(1)
+        self.fetch_stalls = Counter(p + "fetch_stalls_total", "Backlogs Kafka stopped delivering, by action taken: "
+                                    "rejoin (the group) or exit (for a restart)", ["action"], registry=r)
         self.batch_size = Gauge(p + "triton_average_batch_size",
                                 "Average batch size Triton formed for the Inception model since the last sample",
                                 registry=r)

@@ -45,6 +45,7 @@ from .errors import RequestRejected
 from .metrics import ConsumerMetrics
 from .offsets import OffsetTracker
 from .requests import Request, parse_request
+from .watchdog import EXIT_FETCH_STALLED, FetchWatchdog, Verdict
 
 log = logging.getLogger("skinbatch.consumer")
 
@@ -131,6 +132,11 @@ class ScoringConsumer:
         self._retrievals = 0
         self._archive_down_since: float | None = None
         self._archive_backoff = config.retry_initial_s
+        self._watchdog = FetchWatchdog(config.fetch_stall_s)
+        self._got_records = False
+        self._next_watch = 0.0
+        self._next_paused_poll = 0.0
+        self._next_gauges = 0.0
 
     # -- public ------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -173,6 +179,10 @@ class ScoringConsumer:
             session_timeout_ms=cfg.session_timeout_ms, heartbeat_interval_ms=max(1000, cfg.session_timeout_ms // 4),
             max_partition_fetch_bytes=cfg.max_message_bytes + 65536,
             fetch_max_bytes=max(cfg.max_message_bytes + 65536, 52428800),
+            # Full fetch requests: a few partitions per member make incremental fetch sessions
+            # (KIP-227) save nothing, and in kafka-python they have left partitions unfetched
+            # (upstream issue #2575).
+            enable_incremental_fetch_sessions=False,
             **security,
         )
         self._consumer.subscribe([cfg.request_topic], listener=_Rebalance(self))
@@ -218,13 +228,26 @@ class ScoringConsumer:
         self._flow_control()
         assert self._consumer is not None
         busy = self.tracker.in_flight() > 0
-        records = self._consumer.poll(timeout_ms=10 if busy else 200)
-        for tp, batch in records.items():
-            for record in batch:
-                self._accept(tp, record)
-        self._handle_events(timeout=0.005 if busy else 0.0)
+        now = time.monotonic()
+        if self._paused and busy and now < self._next_paused_poll:
+            # Paused with work in flight (the usual state under a backlog): Kafka has nothing to hand
+            # over, so wait for that work instead of spinning through kafka-python's poll. Heartbeats
+            # run on kafka-python's own thread; a poll every 100 ms still serves rebalances.
+            self._handle_events(timeout=0.05)
+        else:
+            self._next_paused_poll = now + 0.1
+            records = self._consumer.poll(timeout_ms=10 if busy else 200)
+            if records:
+                self._got_records = True
+            for tp, batch in records.items():
+                for record in batch:
+                    self._accept(tp, record)
+            self._handle_events(timeout=0.005 if busy else 0.0)
         self._maybe_commit()
-        self._update_gauges()
+        if now >= self._next_gauges:
+            self._next_gauges = now + 1.0
+            self._update_gauges()
+        self._watch_fetching()
 
     def _handle_events(self, timeout: float) -> None:
         try:
@@ -713,8 +736,8 @@ class ScoringConsumer:
         saturated = saturated or len(self._retrieve_backlog) >= cfg.max_in_flight
         should_pause = (saturated or self._triton_down_since is not None or self._archive_down_since is not None
                         or self._stop.is_set())
-        assignment = list(self._consumer.assignment())
-        if should_pause and assignment:
+        assignment = self._consumer.assignment()
+        if should_pause and assignment and not assignment <= self._consumer.paused():
             self._consumer.pause(*assignment)
         elif not should_pause and self._paused:
             self._consumer.resume(*assignment)
@@ -765,6 +788,63 @@ class ScoringConsumer:
         self._restart_at.clear()
         self._paused = True  # kafka-python also keeps the paused flag: let flow control resume explicitly
         log.info("partitions assigned", extra={"event": "assigned", "partitions": [tp.partition for tp in assigned]})
+
+    # -- fetch watchdog ------------------------------------------------------------------------
+    def _watch_fetching(self) -> None:
+        """Every few seconds: is a backlog waiting that Kafka does not deliver? (see consumer/watchdog.py)"""
+        wd = self._watchdog
+        now = time.monotonic()
+        if not wd.enabled or now < self._next_watch:
+            return
+        self._next_watch = now + max(1.0, min(10.0, wd.stall_after_s / 4))
+        assert self._consumer is not None
+        assignment = list(self._consumer.assignment())
+        fetchable = bool(assignment) and not self._paused
+        got, self._got_records = self._got_records, False
+        backlog = self._fetch_backlog(assignment) if wd.needs_backlog(fetchable, got) else None
+        verdict = wd.observe(now, fetchable=fetchable, got_records=got, backlog=backlog)
+        log.debug("fetch watchdog: fetchable=%s got_records=%s backlog=%s -> %s", fetchable, got, backlog,
+                  verdict.value, extra={"event": "watchdog", "fetchable": fetchable, "got_records": got,
+                                           "backlog": backlog, "verdict": verdict.value})
+        if verdict is Verdict.NUDGE:
+            self.metrics.fetch_stalls.labels("rejoin").inc()
+            log.error("Kafka delivers nothing although records are waiting; rejoining the group",
+                      extra={"event": "fetch_stalled", "backlog": backlog, "stalled_s": round(wd.stalled_for(now)),
+                             "partitions": [tp.partition for tp in assignment]})
+            self._rejoin(assignment)
+        elif verdict is Verdict.EXIT:
+            self.metrics.fetch_stalls.labels("exit").inc()
+            log.critical("Kafka still delivers nothing after rejoining; exiting so that a new process takes over",
+                         extra={"event": "fetch_stalled_exit", "backlog": backlog,
+                                "stalled_s": round(wd.stalled_for(now)), "exit_code": EXIT_FETCH_STALLED})
+            self._exit_code = EXIT_FETCH_STALLED
+            self._stop.set()
+
+    def _fetch_backlog(self, assignment: list[TopicPartition]) -> int | None:
+        """Records between the fetch positions and the ends of the partitions; None if the broker did not say."""
+        assert self._consumer is not None
+        try:
+            ends = self._consumer.end_offsets(assignment, timeout_ms=5000)
+            starts: dict[TopicPartition, int] | None = None
+            total = 0
+            for tp in assignment:
+                # position() also completes a pending offset reset or validation (upstream issue #3106).
+                pos = self._consumer.position(tp, timeout_ms=2000)
+                if pos is None:
+                    starts = starts or self._consumer.beginning_offsets(assignment, timeout_ms=5000)
+                    pos = starts[tp]
+                total += max(0, ends[tp] - pos)
+            return total
+        except Exception as exc:  # noqa: BLE001 - unknown is not a stall; the next look tries again
+            log.warning("cannot measure the backlog", extra={"event": "backlog_unknown", "error": type(exc).__name__})
+            return None
+
+    def _rejoin(self, assignment: list[TopicPartition]) -> None:
+        """Leave the group and join again: a fresh assignment, fresh positions, fresh fetches."""
+        assert self._consumer is not None
+        self._on_revoked(assignment)  # kafka-python's unsubscribe() does not call the listener
+        self._consumer.unsubscribe()
+        self._consumer.subscribe([self.config.request_topic], listener=_Rebalance(self))
 
     def _update_gauges(self) -> None:
         self.metrics.in_flight.set(self.tracker.in_flight())

@@ -170,13 +170,40 @@ def test_triton_stopped_for_ten_seconds(kafka_broker: Any, served_triton: Any, t
     assert "triton_down" in consumer.log()
 
 
+def _assigned_partitions(log_path: Path) -> set[int]:
+    """The partitions a consumer holds now, from its own log's assigned / revoked events."""
+    import json
+
+    owned: set[int] = set()
+    for line in log_path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("event") == "assigned":
+            owned = set(entry.get("partitions", []))
+        elif entry.get("event") == "revoked":
+            owned -= set(entry.get("partitions", []))
+    return owned
+
+
 def test_two_consumers_share_the_partitions(kafka_broker: Any, served_triton: Any, tmp_path: Path) -> None:
     topics = _topics(kafka_broker, partitions=6)
     jpeg = synthetic_jpeg(320, 240, seed=5)
     ids = [f"g-{i:03d}" for i in range(90)]
-    produce(kafka_broker.bootstrap_servers, topics["request"], [(rid, jpeg, []) for rid in ids])
     consumers = [ConsumerProcess(kafka_broker.bootstrap_servers, served_triton.grpc_url, topics, "g-two",
                                  tmp_path / f"consumer{i}.log", ["--max-in-flight", "8"]).start() for i in range(2)]
+    # Requests go out once the group has settled with both members: otherwise whichever starts first
+    # can answer all 90 before the other has joined, and the split is not tested.
+    deadline = time.monotonic() + 120
+    while True:
+        owned = [_assigned_partitions(c.log_path) for c in consumers]
+        if all(owned) and set().union(*owned) == set(range(6)) and not owned[0] & owned[1]:
+            break
+        assert time.monotonic() < deadline, f"the group did not settle with both members: {owned}"
+        assert all(c.alive() for c in consumers), [c.log() for c in consumers]
+        time.sleep(0.5)
+    produce(kafka_broker.bootstrap_servers, topics["request"], [(rid, jpeg, []) for rid in ids])
     reader = TopicReader(kafka_broker.bootstrap_servers, topics["result"], topics["dead"])
     try:
         msgs = reader.read(lambda m: _ok_ids(m, topics["result"]) >= set(ids), timeout=400)
@@ -257,3 +284,88 @@ def test_sigterm_drains_and_exits_zero(kafka_broker: Any, served_triton: Any, tm
         assert second.stop() == 0, second.log()
     second_run = [m for m in msgs[topics["result"]] if m["source"]["offset"] >= committed]
     assert min(m["source"]["offset"] for m in second_run) == committed
+
+
+def test_fetch_watchdog_rejoins_then_exits_and_nothing_is_lost(kafka_broker: Any, served_triton: Any,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kafka-python that stops fetching (upstream issues #3106, #3131) must not idle forever.
+
+    In-process, with a KafkaConsumer that pauses its partitions behind the service's back as they are
+    assigned and never resumes them: records wait, nothing arrives. The service must rejoin its group, then exit with status 3
+    having committed nothing; a healthy member then answers every message, and its watchdog stays quiet.
+    """
+    import threading
+
+    from kafka import KafkaConsumer
+    from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+    import consumer.service as service_module
+    from consumer.config import ConsumerConfig
+    from consumer.metrics import ConsumerMetrics
+    from consumer.service import ScoringConsumer
+    from consumer.watchdog import EXIT_FETCH_STALLED
+
+    class NeverFetches(KafkaConsumer):  # type: ignore[misc]
+        """Pauses every partition it is given and ignores resume(): records wait, none is fetched."""
+
+        def subscribe(self, topics: Any = (), pattern: Any = None, listener: Any = None) -> None:
+            consumer = self
+
+            class Pausing(ConsumerRebalanceListener):  # type: ignore[misc]
+                def on_partitions_revoked(self, revoked: Any) -> None:
+                    listener.on_partitions_revoked(revoked)
+
+                def on_partitions_assigned(self, assigned: Any) -> None:
+                    listener.on_partitions_assigned(assigned)
+                    consumer.pause(*assigned)  # before the fetch of the poll that brought the assignment
+
+            super().subscribe(topics, pattern, Pausing())
+
+        def resume(self, *partitions: Any) -> None:
+            pass
+
+    topics = _topics(kafka_broker, partitions=2)
+    ids = [f"w-{i}" for i in range(6)]
+    produce(kafka_broker.bootstrap_servers, topics["request"],
+            [(rid, synthetic_jpeg(320, 240, seed=i), []) for i, rid in enumerate(ids)])
+    config = ConsumerConfig(bootstrap_servers=kafka_broker.bootstrap_servers, triton_url=served_triton.grpc_url,
+                            request_topic=topics["request"], result_topic=topics["result"],
+                            dead_letter_topic=topics["dead"], group_id="g-watchdog", metrics_port=None,
+                            decode_workers=1, session_timeout_ms=6000, fetch_stall_s=2.0)
+
+    def run(service: ScoringConsumer, timeout: float) -> int | None:
+        """The service's exit status, or None if it was still running after ``timeout`` (then stopped)."""
+        code: list[int] = []
+        thread = threading.Thread(target=lambda: code.append(service.run()), daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            service.stop()
+            thread.join(60)
+            return None
+        return code[0]
+
+    monkeypatch.setattr(service_module, "KafkaConsumer", NeverFetches)
+    stuck_metrics = ConsumerMetrics()
+    assert run(ScoringConsumer(config, stuck_metrics), timeout=120) == EXIT_FETCH_STALLED
+    assert stuck_metrics.fetch_stalls.labels("rejoin")._value.get() == 1
+    assert stuck_metrics.fetch_stalls.labels("exit")._value.get() == 1
+    assert stuck_metrics.messages.labels("ok")._value.get() == 0
+
+    monkeypatch.setattr(service_module, "KafkaConsumer", KafkaConsumer)
+    healthy_metrics = ConsumerMetrics()
+    healthy = ScoringConsumer(config, healthy_metrics)
+    code: list[int] = []
+    worker = threading.Thread(target=lambda: code.append(healthy.run()), daemon=True)
+    worker.start()
+    reader = TopicReader(kafka_broker.bootstrap_servers, topics["result"])
+    try:
+        msgs = reader.read(lambda m: _ok_ids(m, topics["result"]) >= set(ids), timeout=180)
+        time.sleep(5)  # a few more looks of the watchdog at an idle, fully delivered consumer
+    finally:
+        reader.close()
+        healthy.stop()
+        worker.join(60)
+    assert _ok_ids(msgs, topics["result"]) == set(ids)
+    assert code == [0]
+    assert healthy_metrics.fetch_stalls.labels("rejoin")._value.get() == 0
