@@ -87,12 +87,46 @@ def direct_rate(endpoint: str, images: np.ndarray, concurrency: int, n: int) -> 
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """User + system CPU seconds of one process (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def consumer_rate(broker: object, triton_endpoint: str, values: list[bytes], archive: Path,
-                  concurrency: int, workdir: Path) -> tuple[float, float]:
+def tree_cpu_seconds(pid: int | None) -> float:
+    """CPU seconds of a process and all its living descendants (Triton's backend stubs, decode workers)."""
+    if pid is None:
+        return 0.0
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    total, stack = 0.0, [pid]
+    while stack:
+        p = stack.pop()
+        total += cpu_seconds(p)
+        stack.extend(children.get(p, []))
+    return total
+
+
+def cpu_snapshot(consumer_pid: int, others: dict[str, int | None]) -> dict[str, float]:
+    main = cpu_seconds(consumer_pid)
+    snap = {"consumer": main, "decode": tree_cpu_seconds(consumer_pid) - main}
+    snap.update({name: tree_cpu_seconds(pid) for name, pid in others.items()})
+    return snap
+
+
+def consumer_rate(broker: object, triton: object, values: list[bytes], archive: Path,
+                  concurrency: int, workdir: Path) -> tuple[float, dict[str, float]]:
+    """Messages per second between the first and the last result, and CPU ms per message by component."""
+    triton_endpoint = triton.grpc_endpoint  # type: ignore[attr-defined]
+    others = {"triton": triton.pid, "kafka": broker.pid}  # type: ignore[attr-defined]
     from kafka import KafkaConsumer, KafkaProducer
 
     tag = uuid.uuid4().hex[:6]
@@ -112,7 +146,8 @@ def consumer_rate(broker: object, triton_endpoint: str, values: list[bytes], arc
          "--max-infer-in-flight", str(concurrency), "--log-level", "WARNING"],
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
     reader = KafkaConsumer(res, dlq, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
-    seen, first, cpu0 = 0, None, 0.0
+    seen, first = 0, None
+    cpu0: dict[str, float] = {}
     deadline = time.monotonic() + 1800
     try:
         while seen < len(values):
@@ -124,15 +159,16 @@ def consumer_rate(broker: object, triton_endpoint: str, values: list[bytes], arc
                 for _ in records:
                     seen += 1
                     if first is None:
-                        first, cpu0 = time.perf_counter(), cpu_seconds(proc.pid)
-        last, cpu1 = time.perf_counter(), cpu_seconds(proc.pid)
+                        first, cpu0 = time.perf_counter(), cpu_snapshot(proc.pid, others)
+        last, cpu1 = time.perf_counter(), cpu_snapshot(proc.pid, others)
     finally:
         reader.close()
         proc.terminate()
         proc.wait(60)
         log.close()
     assert first is not None
-    return (len(values) - 1) / (last - first), (cpu1 - cpu0) * 1000 / (len(values) - 1)
+    per_msg = {k: (cpu1[k] - cpu0[k]) * 1000 / (len(values) - 1) for k in cpu0}
+    return (len(values) - 1) / (last - first), per_msg
 
 
 def main() -> None:
@@ -182,11 +218,11 @@ def main() -> None:
                     images = np.stack([preprocess(decode(j, target=spec).arrays[0], spec) for j in jpegs])
                     direct_rate(triton.grpc_endpoint, images, args.concurrency, min(n, 64))  # warm-up
                     direct = direct_rate(triton.grpc_endpoint, images, args.concurrency, n)
-                    inline, cpu_inline = consumer_rate(broker, triton.grpc_endpoint,
+                    inline, cpu_inline = consumer_rate(broker, triton,
                                                        [jpegs[i % 16] for i in range(n)], archive,
                                                        args.concurrency, tmp)
                     refs = [json.dumps({"uri": f"{i % 16}.jpg"}).encode() for i in range(n)]
-                    by_ref, cpu_ref = consumer_rate(broker, triton.grpc_endpoint, refs, archive,
+                    by_ref, cpu_ref = consumer_rate(broker, triton, refs, archive,
                                                     args.concurrency, tmp)
                 rows.append((name, n, direct, inline, by_ref, cpu_inline, cpu_ref))
                 print(f"{name}: direct {direct:.1f}/s, inline {inline:.1f}/s, reference {by_ref:.1f}/s",
@@ -196,7 +232,15 @@ def main() -> None:
           f"{'CPU ms/msg inline':>17} {'ref':>6}")
     for name, n, direct, inline, by_ref, cpu_inline, cpu_ref in rows:
         print(f"{name:13} {n:5d} {direct:9.1f} {inline:9.1f} {inline / direct:6.2f} {by_ref:8.1f} "
-              f"{by_ref / direct:6.2f} {cpu_inline:17.2f} {cpu_ref:6.2f}")
+              f"{by_ref / direct:6.2f} {cpu_inline['consumer']:17.2f} {cpu_ref['consumer']:6.2f}")
+    print()
+    print("CPU ms per message, by process (first to last result; 'consumer' is its main process)")
+    parts = ["consumer", "decode", "triton", "kafka"]
+    print(f"{'model':13} {'payload':9} " + " ".join(f"{p:>9}" for p in parts) + f" {'total':>9}")
+    for name, _n, _d, _i, _r, cpu_inline, cpu_ref in rows:
+        for payload, cpu in (("inline", cpu_inline), ("reference", cpu_ref)):
+            print(f"{name:13} {payload:9} " + " ".join(f"{cpu[p]:9.2f}" for p in parts)
+                  + f" {sum(cpu[p] for p in parts):9.2f}")
 
 
 if __name__ == "__main__":
