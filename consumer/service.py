@@ -6,28 +6,25 @@ producer's thread. All three report back through one queue, and the loop acts on
 committed only once every output of its message (results or a dead letter) has been acknowledged by
 the broker, and only as part of a fully processed prefix of its partition.
 
-A DICOMweb request (a study, series or instance in the ``--dicomweb-url`` archive) fans out: a thread
-pool resolves it to instances (QIDO-RS) and retrieves each (WADO-RS); every instance then continues as a
-child job through the decode pool and Triton, and, with ``--store-results``, stores an SR (STOW-RS)
-before its results are produced. The message is done when all its children are. Archive faults pause
-consumption and are retried with backoff, like Triton faults; an instance the archive lacks is bad input.
+A DICOMweb request (a study, series or instance in the ``--dicomweb-url`` archive) fans out into one
+child job per instance: consumer/fanout.py. consumer/watchdog.py decides when Kafka has stopped
+delivering a waiting backlog.
 """
 
 from __future__ import annotations
 
 import heapq
-import os
-import socket
 import itertools
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
 from multiprocessing import get_context
 from typing import Any
 
@@ -42,6 +39,8 @@ from . import messages
 from .config import ConsumerConfig
 from .decode import ArchiveUnavailable, ModelInput, decode_request, decode_worker_init
 from .errors import RequestRejected
+from .fanout import DicomWebFanOut
+from .jobs import Job
 from .metrics import ConsumerMetrics
 from .offsets import OffsetTracker
 from .requests import Request, parse_request
@@ -51,38 +50,6 @@ log = logging.getLogger("skinbatch.consumer")
 
 INTERNAL_ERROR_LIMIT = 3
 """Consecutive unexpected decoder failures after which the consumer stops instead of dead-lettering."""
-
-
-@dataclass
-class _Job:
-    """One Kafka message on its way through the pipeline."""
-
-    tp: TopicPartition
-    offset: int
-    generation: int
-    timestamp_ms: int
-    polled: float
-    request: Request | None = None
-    size: int = 0
-    decoded: ModelInput | None = None
-    scores: list[Scores | None] = field(default_factory=list)
-    infer_ms: list[float] = field(default_factory=list)
-    remaining_frames: int = 0
-    unacked: int = 0
-    outcome: str = "ok"
-    # DICOMweb fan-out: a parent (the Kafka message) waits for one child per instance.
-    parent: _Job | None = None
-    pending_children: int = 0
-    any_ok: bool = False
-    instance: Any = None
-    """For a child: the ``InstanceRef`` it retrieves."""
-    source_header: Any = None
-    """For a child with --store-results: the instance's header (pydicom Dataset), for the SR."""
-    sr: dict[str, str] | None = None
-
-    @property
-    def source(self) -> dict[str, Any]:
-        return messages.source(self.tp.topic, self.tp.partition, self.offset)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -96,7 +63,7 @@ class _Rebalance(ConsumerRebalanceListener):
         self.service._on_assigned(list(assigned))
 
 
-class ScoringConsumer:
+class ScoringConsumer(DicomWebFanOut):
     """A member of the consumer group. ``run()`` blocks until ``stop()``; both are safe from a signal handler."""
 
     def __init__(self, config: ConsumerConfig, metrics: ConsumerMetrics | None = None) -> None:
@@ -108,7 +75,7 @@ class ScoringConsumer:
         self._generation: dict[TopicPartition, int] = {}
         self._restart_at: dict[TopicPartition, int] = {}
         self._gen_counter = itertools.count(1)
-        self._infer_backlog: deque[tuple[_Job, int]] = deque()
+        self._infer_backlog: deque[tuple[Job, int]] = deque()
         self._infer_in_flight = 0
         self._bytes_in_flight = 0
         self._retry_heap: list[tuple[float, int, Callable[[], None]]] = []
@@ -126,12 +93,7 @@ class ScoringConsumer:
         self._producer: KafkaProducer | None = None
         self._pool: ProcessPoolExecutor | None = None
         self._scorer: TritonScorer | None = None
-        self._archive: Any = None
-        self._io: ThreadPoolExecutor | None = None
-        self._retrieve_backlog: deque[_Job] = deque()
-        self._retrievals = 0
-        self._archive_down_since: float | None = None
-        self._archive_backoff = config.retry_initial_s
+        self._init_fan_out()
         self._watchdog = FetchWatchdog(config.fetch_stall_s)
         self._got_records = False
         self._next_watch = 0.0
@@ -146,14 +108,7 @@ class ScoringConsumer:
         cfg = self.config
         # The pool is made before any gRPC channel exists: forking a process that holds one is unsafe.
         self._pool = self._new_pool()
-        settings = cfg.dicomweb_settings()
-        if settings is not None:
-            from skinbatch.dicomweb.client import DicomWebArchive
-
-            self._archive = DicomWebArchive(settings)
-            self._io = ThreadPoolExecutor(max_workers=max(1, cfg.dicomweb_workers), thread_name_prefix="dicomweb")
-            log.info("DICOMweb archive configured", extra={"event": "dicomweb", "auth": settings.auth_kind,
-                                                            "store_results": cfg.store_results})
+        self._open_archive()
         self._scorer = TritonScorer(cfg.triton_url, model=cfg.model, timeout_s=cfg.triton_timeout_s, **cfg.triton_tls())
         self.card = self._wait_for_model()
         if self.card is None:
@@ -266,14 +221,14 @@ class ScoringConsumer:
         """Hand work from another thread to the loop."""
         self._events.put((fn, args))
 
-    def _current(self, job: _Job) -> bool:
+    def _current(self, job: Job) -> bool:
         """False once the job's partition was revoked: its work is dropped, a new owner redoes it."""
         return self._generation.get(job.tp) == job.generation and self.tracker.is_tracked(job.tp, job.offset)
 
     # -- accept a record ---------------------------------------------------------------------
     def _accept(self, tp: TopicPartition, record: Any) -> None:
         cfg = self.config
-        job = _Job(tp=tp, offset=record.offset, generation=self._generation.get(tp, 0),
+        job = Job(tp=tp, offset=record.offset, generation=self._generation.get(tp, 0),
                    timestamp_ms=record.timestamp or 0, polled=time.monotonic())
         self.tracker.started(tp, record.offset)
         value = record.value
@@ -291,7 +246,7 @@ class ScoringConsumer:
         self._bytes_in_flight += job.size
         self._submit_decode(job)
 
-    def _submit_decode(self, job: _Job) -> None:
+    def _submit_decode(self, job: Job) -> None:
         assert self._pool is not None and self.card is not None and job.request is not None
         cfg = self.config
         try:
@@ -303,7 +258,7 @@ class ScoringConsumer:
             return
         future.add_done_callback(lambda f: self._post(self._on_decoded, job, f))
 
-    def _on_decoded(self, job: _Job, future: Future[ModelInput]) -> None:
+    def _on_decoded(self, job: Job, future: Future[ModelInput]) -> None:
         if not self._current(job):
             self._release_payload(job)
             return
@@ -360,7 +315,7 @@ class ScoringConsumer:
             self._infer_backlog.append((job, i))
         self._pump_inference()
 
-    def _release_payload(self, job: _Job) -> None:
+    def _release_payload(self, job: Job) -> None:
         """The raw bytes are not needed once decoded; only retries of the decode step keep them."""
         if job.request is not None and job.request.payload is not None:
             self._bytes_in_flight -= job.size
@@ -387,7 +342,7 @@ class ScoringConsumer:
             except Exception as exc:  # noqa: BLE001 - a channel failure is a Triton fault like any other
                 self._on_inferred(job, i, started, None, exc)
 
-    def _on_inferred(self, job: _Job, i: int, started: float, scores: list[Scores] | None,
+    def _on_inferred(self, job: Job, i: int, started: float, scores: list[Scores] | None,
                      error: Exception | None) -> None:
         self._infer_in_flight -= 1
         if error is not None or not scores:
@@ -407,7 +362,7 @@ class ScoringConsumer:
             else:
                 self._publish_results(job)
 
-    def _triton_fault(self, job: _Job, i: int, error: Exception | None) -> None:
+    def _triton_fault(self, job: Job, i: int, error: Exception | None) -> None:
         """Triton failed: keep the frame, stop consuming, probe with backoff. Never a dead letter."""
         self.metrics.errors.labels("triton_unavailable").inc()
         self.metrics.retries.labels("triton").inc()
@@ -442,7 +397,7 @@ class ScoringConsumer:
         log.info("Triton is back; resuming", extra={"event": "triton_up", "down_s": round(down_for, 1)})
 
     # -- output ------------------------------------------------------------------------------
-    def _publish_results(self, job: _Job) -> None:
+    def _publish_results(self, job: Job) -> None:
         assert self.card is not None and job.decoded is not None
         d = job.decoded
         base = self._base_id(job, ((d.dicom or {}).get("sop_instance_uid")) or d.sha256)
@@ -468,7 +423,7 @@ class ScoringConsumer:
         job.outcome = "ok"
         self._send(job, self.config.result_topic, out)
 
-    def _reject(self, job: _Job, request_id: str, error_type: str, message: str,
+    def _reject(self, job: Job, request_id: str, error_type: str, message: str,
                 input_info: dict[str, Any] | None) -> None:
         self.metrics.errors.labels(error_type).inc()
         log.warning("input rejected", extra={"event": "rejected", "type": error_type, **job.source})
@@ -477,13 +432,13 @@ class ScoringConsumer:
         job.outcome = "rejected"
         self._send(job, self.config.dead_letter_topic, [(request_id, msg)])
 
-    def _send(self, job: _Job, topic: str, out: list[tuple[str, dict[str, Any]]]) -> None:
+    def _send(self, job: Job, topic: str, out: list[tuple[str, dict[str, Any]]]) -> None:
         assert self._producer is not None
         job.unacked = len(out)
         for key, msg in out:
             self._produce_one(job, topic, key, msg)
 
-    def _produce_one(self, job: _Job, topic: str, key: str, msg: dict[str, Any]) -> None:
+    def _produce_one(self, job: Job, topic: str, key: str, msg: dict[str, Any]) -> None:
         assert self._producer is not None
         try:
             future = self._producer.send(topic, key=key.encode("utf-8"), value=messages.encode(msg))
@@ -493,7 +448,7 @@ class ScoringConsumer:
         future.add_callback(lambda _md: self._post(self._on_produced, job, topic, key, msg, None))
         future.add_errback(lambda exc: self._post(self._on_produced, job, topic, key, msg, exc))
 
-    def _on_produced(self, job: _Job, topic: str, key: str, msg: dict[str, Any], error: Exception | None) -> None:
+    def _on_produced(self, job: Job, topic: str, key: str, msg: dict[str, Any], error: Exception | None) -> None:
         if error is not None:
             if not self._current(job):
                 return
@@ -514,7 +469,7 @@ class ScoringConsumer:
             return
         self._message_done(job)
 
-    def _message_done(self, job: _Job) -> None:
+    def _message_done(self, job: Job) -> None:
         if not self.tracker.finished(job.tp, job.offset):
             return
         self.metrics.messages.labels(job.outcome).inc()
@@ -522,8 +477,8 @@ class ScoringConsumer:
             self.metrics.latency.observe(max(0.0, time.time() - job.timestamp_ms / 1000))
         job.decoded = None  # free the pixels now, not when the last reference goes
 
-    # -- DICOMweb: resolve, retrieve, store ----------------------------------------------------
-    def _base_id(self, job: _Job, fallback: str) -> str:
+    # -- request ids -------------------------------------------------------------------------
+    def _base_id(self, job: Job, fallback: str) -> str:
         """The request id results of this job derive from (before ``:<frame>``).
 
         A study or series fans out: each instance gets ``<request id>/<SOP Instance UID>``, or just the
@@ -536,186 +491,6 @@ class ScoringConsumer:
         if job.instance is not None:
             return explicit or job.instance.instance
         return explicit or fallback
-
-    def _io_submit(self, job: _Job, fn: Callable[[], Any], on_done: Callable[[_Job, tuple[Any, ...]], None]) -> None:
-        """Run ``fn`` on the archive's thread pool; its outcome comes back to the loop as a tagged tuple."""
-        assert self._io is not None
-
-        def call() -> tuple[Any, ...]:
-            from skinbatch.dicomweb.client import ArchiveRejected, ArchiveUnavailable, NotInArchive
-
-            try:
-                return ("ok", fn())
-            except ArchiveUnavailable as exc:
-                return ("retry", str(exc))
-            except (NotInArchive, ArchiveRejected) as exc:
-                return ("reject", exc.type, str(exc))
-            except Exception as exc:  # noqa: BLE001 - reported to the loop, never lost in a thread
-                return ("bug", f"{type(exc).__name__}: {exc}")
-
-        future = self._io.submit(call)
-        future.add_done_callback(lambda f: self._post(on_done, job, f.result()))
-
-    def _archive_fault(self, job: _Job, error: str, retry: Callable[[], None], stage: str) -> None:
-        """The archive failed: pause consumption, retry this step with backoff. Never a dead letter."""
-        self.metrics.errors.labels("archive_unavailable").inc()
-        self.metrics.retries.labels("archive").inc()
-        if self._archive_down_since is None:
-            self._archive_down_since = time.monotonic()
-            self._archive_backoff = self.config.retry_initial_s
-            self.metrics.archive_up.set(0)
-            log.error("the DICOMweb archive failed; pausing consumption and retrying",
-                      extra={"event": "archive_down", "stage": stage, "error": error[:300], **job.source})
-        delay = self._archive_backoff
-        self._archive_backoff = min(self._archive_backoff * 2, self.config.retry_max_s)
-        self._retry_later(delay, retry, stage)
-
-    def _archive_recovered(self) -> None:
-        if self._archive_down_since is None:
-            return
-        down_for = time.monotonic() - self._archive_down_since
-        self._archive_down_since = None
-        self._archive_backoff = self.config.retry_initial_s
-        self.metrics.archive_up.set(1)
-        log.info("the DICOMweb archive is back; resuming", extra={"event": "archive_up", "down_s": round(down_for, 1)})
-
-    def _submit_resolve(self, job: _Job) -> None:
-        if not self._current(job):
-            return
-        assert job.request is not None and job.request.dicomweb is not None
-        ref = job.request.dicomweb
-        self._io_submit(job, lambda: self._archive.resolve(ref), self._on_resolved)
-
-    def _on_resolved(self, job: _Job, outcome: tuple[Any, ...]) -> None:
-        if not self._current(job):
-            return
-        assert job.request is not None and job.request.dicomweb is not None
-        ref = job.request.dicomweb
-        if outcome[0] == "retry":
-            self._archive_fault(job, outcome[1], lambda: self._submit_resolve(job), "resolve")
-            return
-        if outcome[0] != "ok":
-            self._archive_recovered()
-            error_type, message = (outcome[1], outcome[2]) if outcome[0] == "reject" else ("internal_error", outcome[1])
-            self._reject(job, job.request.explicit_id or ref.uri, error_type, message, None)
-            return
-        self._archive_recovered()
-        instances = outcome[1]
-        job.pending_children = len(instances)
-        for inst in instances:
-            child = _Job(tp=job.tp, offset=job.offset, generation=job.generation, timestamp_ms=job.timestamp_ms,
-                         polled=job.polled, request=job.request, parent=job, instance=inst)
-            self._retrieve_backlog.append(child)
-        self._pump_retrievals()
-
-    def _pump_retrievals(self) -> None:
-        """Start retrievals while the archive is up and the bytes in memory stay under the limit."""
-        if self._io is None or self._archive_down_since is not None:
-            return
-        limit = 2 * max(1, self.config.dicomweb_workers)
-        while (self._retrieve_backlog and self._retrievals < limit
-               and self._bytes_in_flight < self.config.max_in_flight_bytes):
-            child = self._retrieve_backlog.popleft()
-            if not self._current(child):
-                continue
-            self._submit_retrieve(child)
-
-    def _submit_retrieve(self, child: _Job) -> None:
-        if not self._current(child):
-            return
-        inst = child.instance
-        want_header = self.config.store_results
-
-        def retrieve() -> tuple[bytes, Any]:
-            data = self._archive.retrieve(inst)
-            if not want_header:
-                return data, None
-            from skinbatch.dicomweb.sr import header_of
-
-            try:
-                return data, header_of(data)
-            except Exception:  # noqa: BLE001 - not DICOM: the decoder will say what is wrong with it
-                return data, None
-
-        self._retrievals += 1
-        self._io_submit(child, retrieve, self._on_retrieved)
-
-    def _on_retrieved(self, child: _Job, outcome: tuple[Any, ...]) -> None:
-        self._retrievals -= 1
-        if not self._current(child):
-            return
-        if outcome[0] == "retry":
-            self._archive_fault(child, outcome[1], lambda: self._submit_retrieve(child), "retrieve")
-            return
-        self._archive_recovered()
-        if outcome[0] != "ok":
-            error_type, message = (outcome[1], outcome[2]) if outcome[0] == "reject" else ("internal_error", outcome[1])
-            self._reject(child, self._base_id(child, child.instance.instance), error_type, message, None)
-            return
-        data, header = outcome[1]
-        assert child.request is not None
-        child.request = Request(child.request.explicit_id, data, None, child.request.content_type,
-                                child.request.dicomweb)
-        child.size = len(data)
-        child.source_header = header
-        self._bytes_in_flight += child.size
-        self._submit_decode(child)
-        self._pump_retrievals()
-
-    def _submit_store(self, job: _Job) -> None:
-        """Build the SR and store it, unless the archive already has it (same derived UID)."""
-        if not self._current(job):
-            return
-        assert self.card is not None and job.decoded is not None
-        from skinbatch.dicomweb.sr import FrameScores, build_score_report, sr_instance_uid, sr_series_uid
-
-        card, header, archive = self.card, job.source_header, self._archive
-        model = card.model_summary()
-        frames = [FrameScores(n, s) for n, s in zip(job.decoded.frame_numbers, job.scores) if s is not None]
-        selection = job.request.dicomweb.frame if job.request and job.request.dicomweb else None
-
-        def store() -> dict[str, Any]:
-            sop = sr_instance_uid(header.SOPInstanceUID, model, selection)
-            series = sr_series_uid(header.StudyInstanceUID, model)
-            if archive.instance_exists(header.StudyInstanceUID, sop):
-                return {"sop_instance_uid": sop, "series_instance_uid": series, "stored": False}
-            sr = build_score_report(header, frames, model, coarse_labels=card.coarse_labels,
-                                    fine_labels=card.fine_labels, frame_selection=selection)
-            archive.store(sr)
-            return {"sop_instance_uid": sop, "series_instance_uid": series, "stored": True}
-
-        self._io_submit(job, store, self._on_stored)
-
-    def _on_stored(self, job: _Job, outcome: tuple[Any, ...]) -> None:
-        if not self._current(job):
-            return
-        if outcome[0] in ("retry", "reject"):
-            # A refused store is not the input's fault either: the results wait until the report is in.
-            message = outcome[1] if outcome[0] == "retry" else outcome[2]
-            self._archive_fault(job, message, lambda: self._submit_store(job), "store")
-            return
-        self._archive_recovered()
-        if outcome[0] == "bug":
-            # The image was scored; a report that cannot be built must not hold its scores back.
-            self.metrics.errors.labels("sr_failed").inc()
-            log.error("building the structured report failed; results are sent without one",
-                      extra={"event": "sr_failed", "error": outcome[1][:300], **job.source})
-        else:
-            info = outcome[1]
-            job.sr = {"sop_instance_uid": info["sop_instance_uid"],
-                      "series_instance_uid": info["series_instance_uid"]}
-            self.metrics.reports.labels("stored" if info["stored"] else "already_stored").inc()
-        self._publish_results(job)
-
-    def _child_done(self, child: _Job) -> None:
-        parent = child.parent
-        assert parent is not None
-        parent.any_ok = parent.any_ok or child.outcome == "ok"
-        parent.pending_children -= 1
-        if parent.pending_children > 0:
-            return
-        parent.outcome = "ok" if parent.any_ok else "rejected"
-        self._message_done(parent)
 
     # -- retries, flow control, commits --------------------------------------------------------
     def _retry_later(self, delay: float, action: Callable[[], None], stage: str) -> None:
@@ -913,8 +688,7 @@ class ScoringConsumer:
         if self._consumer is not None:
             self._consumer.close(autocommit=False)
         self._shutdown_pool()
-        if self._io is not None:
-            self._io.shutdown(wait=False, cancel_futures=True)
+        self._close_archive()
         if self._scorer is not None:
             self._scorer.close()
         log.info("stopped", extra={"event": "stop"})
@@ -931,7 +705,7 @@ def _fallback_id(record: Any) -> str:
     return hashlib.sha256(record.value or b"").hexdigest()
 
 
-def _offset_id(job: _Job) -> str:
+def _offset_id(job: Job) -> str:
     return f"{job.tp.topic}/{job.tp.partition}/{job.offset}"
 
 
