@@ -81,7 +81,8 @@ def consume(log_level: str, **options: object) -> None:
 
     Results go to the result topic keyed by request id; bad input goes to the dead-letter topic
     with a reason. SIGTERM or Ctrl-C drains in-flight work, commits and exits 0. Exit 1: repeated
-    internal decoder failures; exit 3: Kafka stopped delivering waiting records (restart the process).
+    internal decoder failures; exit 3: Kafka stopped delivering waiting records; exit 4: Triton began
+    serving another model version. After 3 or 4, restart the process: nothing is lost.
     """
     configure_logging(log_level)
     values = {k: v for k, v in options.items() if v is not None}

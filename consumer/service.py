@@ -33,7 +33,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
 from skinbatch.modelcard import ModelCard
-from skinbatch.scoring import Scores, TritonScorer, TritonUnavailable
+from skinbatch.scoring import Scores, ServedModelChanged, TritonScorer, TritonUnavailable
 
 from . import messages
 from .config import ConsumerConfig
@@ -47,6 +47,9 @@ from .requests import Request, parse_request
 from .watchdog import EXIT_FETCH_STALLED, FetchWatchdog, Verdict
 
 log = logging.getLogger("skinbatch.consumer")
+
+EXIT_MODEL_CHANGED = 4
+"""Exit status of a consumer that found Triton serving another model version than its model card's."""
 
 INTERNAL_ERROR_LIMIT = 3
 """Consecutive unexpected decoder failures after which the consumer stops instead of dead-lettering."""
@@ -88,6 +91,8 @@ class ScoringConsumer(DicomWebFanOut):
         self.card: ModelCard | None = None
         self._internal_errors = 0
         self._exit_code = 0
+        self._abandoned = False
+        """Set when in-flight work must not be finished (the served model changed): exit without a drain."""
         self._instance = f"{socket.gethostname()}/{os.getpid()}"
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
@@ -147,7 +152,10 @@ class ScoringConsumer(DicomWebFanOut):
         try:
             while not self._stop.is_set():
                 self._step()
-            self._drain()
+            if self._abandoned:
+                self._maybe_commit(force=True)
+            else:
+                self._drain()
         finally:
             self._close()
         return self._exit_code
@@ -345,6 +353,9 @@ class ScoringConsumer(DicomWebFanOut):
     def _on_inferred(self, job: Job, i: int, started: float, scores: list[Scores] | None,
                      error: Exception | None) -> None:
         self._infer_in_flight -= 1
+        if isinstance(error, ServedModelChanged):
+            self._served_model_changed(error)
+            return
         if error is not None or not scores:
             self._triton_fault(job, i, error)
             return
@@ -361,6 +372,24 @@ class ScoringConsumer(DicomWebFanOut):
                 self._submit_store(job)
             else:
                 self._publish_results(job)
+
+    def _served_model_changed(self, error: ServedModelChanged) -> None:
+        """A rollout happened under us: stop at once, with nothing labelled by the wrong model card.
+
+        No drain: what is in flight would be answered by the new model and named after the old card.
+        The done prefix is committed; everything after it is redelivered to the restarted process,
+        which reads the new card.
+        """
+        if self._abandoned:
+            return
+        self._abandoned = True
+        self.metrics.errors.labels("model_changed").inc()
+        log.critical("Triton serves another model version than the model card read at start-up; exiting so "
+                     "that a restart reads the new card", extra={"event": "model_changed", "served": error.served,
+                                                                 "card_version": error.card_version,
+                                                                 "exit_code": EXIT_MODEL_CHANGED})
+        self._exit_code = EXIT_MODEL_CHANGED
+        self._stop.set()
 
     def _triton_fault(self, job: Job, i: int, error: Exception | None) -> None:
         """Triton failed: keep the frame, stop consuming, probe with backoff. Never a dead letter."""

@@ -26,6 +26,26 @@ class TritonUnavailable(RuntimeError):
     """Triton cannot be reached or is not ready. An infrastructure fault: retry, never dead-letter."""
 
 
+class ServedModelChanged(RuntimeError):
+    """Triton answered with another version of the ensemble than the model card in hand describes.
+
+    A model was rolled out (or back) while this client ran. The outputs are not named: the labels, the
+    taxonomy and the version in the card may all be wrong for them. Read the card again (restart).
+    """
+
+    def __init__(self, model: str, served: str, card_version: str) -> None:
+        super().__init__(f"Triton now serves version {served} of {model!r}, but the model card read at "
+                         f"start-up is version {card_version}")
+        self.served = served
+        self.card_version = card_version
+
+
+def check_served_version(model: str, served: str | None, card: ModelCard) -> None:
+    """Raise :class:`ServedModelChanged` unless the version that answered is the card's (None: not reported)."""
+    if served and served != card.version:
+        raise ServedModelChanged(model, served, card.version)
+
+
 def grpc_target(url: str) -> str:
     """``grpc://host:port`` or ``host:port`` → ``host:port`` (what tritonclient.grpc expects)."""
     for prefix in ("grpc://", "http://", "https://"):
@@ -97,6 +117,7 @@ class TritonScorer:
             result = self._client.infer(self.model, inputs, outputs=outputs, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             raise TritonUnavailable(str(exc)) from exc
+        check_served_version(self.model, result.get_response().model_version, self.card)
         return scores_from_outputs({n: result.as_numpy(n) for n in OUTPUTS}, self.card)
 
     def infer_raw(self, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -111,7 +132,7 @@ class TritonScorer:
         self._client.async_infer(
             self.model,
             inputs,
-            functools.partial(_deliver, callback, card),
+            functools.partial(_deliver, callback, card, self.model),
             outputs=outputs,
             client_timeout=self.timeout_s,
         )
@@ -124,12 +145,13 @@ class TritonScorer:
         self._client.close()
 
 
-def _deliver(callback: ScoresCallback, card: ModelCard, result: Any = None, error: Any = None) -> None:
+def _deliver(callback: ScoresCallback, card: ModelCard, model: str, result: Any = None, error: Any = None) -> None:
     # tritonclient passes ``result=`` and ``error=`` by keyword; other names fail silently in gRPC's thread.
     if error is not None:
         callback(None, TritonUnavailable(str(error)))
         return
     try:
+        check_served_version(model, result.get_response().model_version, card)
         callback(scores_from_outputs({n: result.as_numpy(n) for n in OUTPUTS}, card), None)
     except Exception as exc:  # noqa: BLE001 - report, never lose the callback
         callback(None, exc)

@@ -164,6 +164,9 @@ def triage(archives: tuple[Path, ...], triton_url: str, out_dir: Path, model: st
         click.echo(f"report: {outputs['html']}\nranked: {outputs['csv']}")
     if summary.interrupted:
         _err("interrupted: finished images are saved; run the same command again to continue")
+    elif summary.model_changed:
+        _err(f"{summary.triton_error}. Images scored before the change are saved here, with the old model; "
+             "score the archive with the new model into a new --out folder")
     elif summary.triton_error:
         _err(f"{summary.triton_error}. Finished images are saved; start Triton and run the same command again")
     elif failed:

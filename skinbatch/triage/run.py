@@ -34,7 +34,7 @@ from typing import Any
 from skinbatch.imaging import DecodeLimits
 from skinbatch.imaging.model_input import decode_worker_init
 from skinbatch.modelcard import ENSEMBLE_NAME, ModelCard
-from skinbatch.scoring import Scores, TritonScorer
+from skinbatch.scoring import Scores, ServedModelChanged, TritonScorer
 
 from .decode import Loaded, limits_dict, load_and_decode
 from .progress import Progress
@@ -79,6 +79,8 @@ class RunSummary:
     """Files that could not be read (retried on the next run)."""
     interrupted: bool = False
     triton_error: str | None = None
+    model_changed: bool = False
+    """Triton began serving another model version during the run (``triton_error`` says which)."""
     elapsed_s: float = 0.0
 
     @property
@@ -242,6 +244,11 @@ class Runner:
         def on_inferred(job: _Job, i: int, t0: float, scores: list[Scores] | None, error: Exception | None) -> None:
             nonlocal in_flight, down_since, next_probe, backoff, buffered
             in_flight -= 1
+            if isinstance(error, ServedModelChanged):
+                # Not a fault to wait out: this run's labels and model version no longer hold.
+                summary.triton_error = str(error)
+                summary.model_changed = True
+                return
             if error is not None or not scores:
                 backlog.appendleft((job, i))
                 if down_since is None:

@@ -143,3 +143,12 @@ def test_model_card_is_readable_through_triton(client, cpu_repository) -> None:
     assert [o["label_filename"] for o in config["output"]] == [
         "training_labels.txt", "coarse_labels.txt", "fine_labels.txt", "malignancy_labels.txt"
     ]
+
+
+def test_answers_name_the_model_version_of_the_card(client, cpu_repository) -> None:
+    """Clients detect a rollout by the version in each answer; it must be the version the card names."""
+    card = load_model_card(cpu_repository)
+    inp = grpcclient.InferInput("IMAGE", [1, 299, 299, 3], "UINT8")
+    inp.set_data_from_numpy(sample_images(1, seed=3))
+    result = client.infer(ENSEMBLE, [inp], outputs=[grpcclient.InferRequestedOutput("MALIGNANCY")])
+    assert result.get_response().model_version == card.version
