@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -59,6 +60,20 @@ def _metrics(server) -> dict[str, float]:
     return out
 
 
+def _settled_metrics(server, quiet_s: float = 2.5, timeout_s: float = 20) -> dict[str, float]:
+    """Counters once they stop moving: Triton refreshes its Prometheus metrics every ~2 s, not per request."""
+    deadline = time.monotonic() + timeout_s
+    last, since = _metrics(server), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _metrics(server)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+    return last
+
+
 def test_ensemble_is_ready(client) -> None:
     for model in (ENSEMBLE, "inception_v3", "taxonomy"):
         assert client.is_model_ready(model), model
@@ -79,7 +94,7 @@ def test_training_probs_equal_pytorch_and_sums_equal_taxonomy(client, converted)
 
 
 def test_concurrent_single_requests_are_batched(client, server, converted) -> None:
-    before = _metrics(server)
+    before = _settled_metrics(server)
     images = sample_images(64, seed=3)
     done = threading.Semaphore(0)
     results: list = [None] * len(images)
@@ -104,7 +119,7 @@ def test_concurrent_single_requests_are_batched(client, server, converted) -> No
         assert done.acquire(timeout=300), "a request never completed"
     assert not errors, [str(e) for e in errors[:3]]
 
-    after = _metrics(server)
+    after = _settled_metrics(server)
     count = after["nv_inference_count"] - before["nv_inference_count"]
     executions = after["nv_inference_exec_count"] - before["nv_inference_exec_count"]
     assert count == 64
