@@ -25,6 +25,8 @@ class ExitCode(IntEnum):
     """Kafka could not be reached, or the consumer group is unknown."""
     NO_INPUT = 7
     """Nothing to do: no images were found under the given paths."""
+    ARCHIVE_DOWN = 8
+    """The DICOMweb archive could not be searched: unreachable, timing out, failing, or refusing the credentials."""
     INTERRUPTED = 130
     """Stopped by Ctrl-C / SIGINT / SIGTERM; what was finished is saved (triage resumes from it)."""
 
@@ -32,5 +34,5 @@ class ExitCode(IntEnum):
 EPILOG = (
     "Exit codes: 0 ok; 1 internal error; 2 bad usage; 3 some inputs could not be scored; "
     "4 Triton unreachable; 5 Triton server or a model not ready; 6 Kafka unreachable or group unknown; "
-    "7 no images found; 130 interrupted."
+    "7 no images found; 8 DICOMweb archive unreachable; 130 interrupted."
 )

@@ -177,7 +177,7 @@ def triage(archives: tuple[Path, ...], triton_url: str, out_dir: Path, model: st
 def _fetch_from_pacs(found: Discovery, out_dir: Path, url: str, user: str | None, password: str | None,
                      token: str | None, filters: tuple[str | None, ...], quiet: bool) -> list[tuple[Path, str, str]]:
     """Add the archive's matching instances (fetched into ``out_dir``) to ``found``; return fetch failures."""
-    from skinbatch.dicomweb.client import ArchiveError, DicomWebArchive, DicomWebSettings
+    from skinbatch.dicomweb.client import ArchiveError, ArchiveUnavailable, DicomWebArchive, DicomWebSettings
 
     from .pacs import PacsQuery, fetch, find_instances
 
@@ -189,9 +189,13 @@ def _fetch_from_pacs(found: Discovery, out_dir: Path, url: str, user: str | None
         sys.exit(int(ExitCode.USAGE))
     try:
         studies, refs = find_instances(archive, query)
+    except ArchiveUnavailable as exc:
+        # Down, timing out, 5xx, or refusing the credentials: not a mistake in the command line.
+        _err(f"searching the DICOMweb archive failed: {exc}. Check that the archive is up and the "
+             "credentials, then run the same command again")
+        sys.exit(int(ExitCode.ARCHIVE_DOWN))
     except ArchiveError as exc:
-        _err(f"searching the DICOMweb archive failed: {exc}. Check --dicomweb-url and the credentials, "
-             "then run the same command again")
+        _err(f"the DICOMweb archive refused the search: {exc}. Check --dicomweb-url and the filters")
         sys.exit(int(ExitCode.USAGE))
     if not quiet:
         _err(f"DICOMweb: {studies} studies and {len(refs)} image instances match")

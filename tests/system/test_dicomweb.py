@@ -262,3 +262,8 @@ def test_triage_by_study_date_scores_exactly_the_matching_studies(
     again = json.loads(second.stdout)
     assert again["scored"] == 0 and again["resumed"] == len(expected)
     assert orthanc.password not in first.stderr + second.stderr
+    # An archive that refuses the search is an outage to wait out, not a usage error: its own exit code.
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
+                             env={**os.environ, "SKINBATCH_DICOMWEB_PASSWORD": "not-the-password"})
+    assert refused.returncode == 8, refused.stderr  # ExitCode.ARCHIVE_DOWN
+    assert "searching the DICOMweb archive failed" in refused.stderr
