@@ -51,6 +51,9 @@ log = logging.getLogger("skinbatch.consumer")
 EXIT_MODEL_CHANGED = 4
 """Exit status of a consumer that found Triton serving another model version than its model card's."""
 
+CARD_CHECK_TICKS = 12
+"""The served model card is re-read every this many statistics samples (5 s each): once a minute."""
+
 INTERNAL_ERROR_LIMIT = 3
 """Consecutive unexpected decoder failures after which the consumer stops instead of dead-lettering."""
 
@@ -100,7 +103,7 @@ class ScoringConsumer(DicomWebFanOut):
         self._scorer: TritonScorer | None = None
         self._init_fan_out()
         self._watchdog = FetchWatchdog(config.fetch_stall_s)
-        self._got_records = False
+        self._delivered: set[TopicPartition] = set()
         self._next_watch = 0.0
         self._next_paused_poll = 0.0
         self._next_gauges = 0.0
@@ -200,8 +203,7 @@ class ScoringConsumer(DicomWebFanOut):
         else:
             self._next_paused_poll = now + 0.1
             records = self._consumer.poll(timeout_ms=10 if busy else 200)
-            if records:
-                self._got_records = True
+            self._delivered.update(tp for tp, batch in records.items() if batch)
             for tp, batch in records.items():
                 for record in batch:
                     self._accept(tp, record)
@@ -332,7 +334,7 @@ class ScoringConsumer(DicomWebFanOut):
 
     # -- inference ---------------------------------------------------------------------------
     def _pump_inference(self) -> None:
-        if self._triton_down_since is not None:
+        if self._triton_down_since is not None or self._abandoned:
             return
         assert self._scorer is not None
         while self._infer_backlog and self._infer_in_flight < self.config.max_infer_in_flight:
@@ -561,7 +563,8 @@ class ScoringConsumer(DicomWebFanOut):
     def _commit(self, positions: dict[Any, int]) -> None:
         assert self._consumer is not None
         try:
-            self._consumer.commit({tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()})
+            self._consumer.commit({tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()},
+                                  timeout_ms=10_000)
             self.tracker.mark_committed(positions)
         except Exception as exc:  # noqa: BLE001 - a failed commit only means some redelivery later
             log.warning("commit failed; will retry", extra={"event": "commit_failed", "error": type(exc).__name__})
@@ -590,6 +593,7 @@ class ScoringConsumer(DicomWebFanOut):
             if restart is not None:
                 self._consumer.seek(tp, restart)
         self._restart_at.clear()
+        self._watchdog.joined()
         self._paused = True  # kafka-python also keeps the paused flag: let flow control resume explicitly
         log.info("partitions assigned", extra={"event": "assigned", "partitions": [tp.partition for tp in assigned]})
 
@@ -604,41 +608,49 @@ class ScoringConsumer(DicomWebFanOut):
         assert self._consumer is not None
         assignment = list(self._consumer.assignment())
         fetchable = bool(assignment) and not self._paused
-        got, self._got_records = self._got_records, False
-        backlog = self._fetch_backlog(assignment) if wd.needs_backlog(fetchable, got) else None
-        verdict = wd.observe(now, fetchable=fetchable, got_records=got, backlog=backlog)
-        log.debug("fetch watchdog: fetchable=%s got_records=%s backlog=%s -> %s", fetchable, got, backlog,
-                  verdict.value, extra={"event": "watchdog", "fetchable": fetchable, "got_records": got,
-                                           "backlog": backlog, "verdict": verdict.value})
+        delivered, self._delivered = self._delivered, set()
+        silent = wd.silent(assignment, delivered) if fetchable else []
+        backlog = self._fetch_backlog(silent) if silent else ({} if fetchable else None)
+        verdict = wd.observe(now, fetchable=fetchable, delivered=delivered, backlog=backlog)
+        stalled = sorted(tp.partition for tp in wd.stalled())  # type: ignore[attr-defined]
+        log.debug("fetch watchdog: fetchable=%s delivered=%d silent=%d backlog=%s -> %s", fetchable, len(delivered),
+                  len(silent), None if backlog is None else sum(backlog.values()), verdict.value,
+                  extra={"event": "watchdog", "stalled_partitions": stalled})
         if verdict is Verdict.NUDGE:
             self.metrics.fetch_stalls.labels("rejoin").inc()
-            log.error("Kafka delivers nothing although records are waiting; rejoining the group",
-                      extra={"event": "fetch_stalled", "backlog": backlog, "stalled_s": round(wd.stalled_for(now)),
-                             "partitions": [tp.partition for tp in assignment]})
+            log.error("Kafka delivers nothing from partitions with records waiting; rejoining the group",
+                      extra={"event": "fetch_stalled", "partitions": stalled,
+                             "backlog": sum((backlog or {}).values())})
             self._rejoin(assignment)
         elif verdict is Verdict.EXIT:
             self.metrics.fetch_stalls.labels("exit").inc()
-            log.critical("Kafka still delivers nothing after rejoining; exiting so that a new process takes over",
-                         extra={"event": "fetch_stalled_exit", "backlog": backlog,
-                                "stalled_s": round(wd.stalled_for(now)), "exit_code": EXIT_FETCH_STALLED})
+            log.critical("Kafka still delivers nothing after rejoining the group (or the rejoin never finished); "
+                         "exiting so that a new process takes over",
+                         extra={"event": "fetch_stalled_exit", "partitions": stalled,
+                                "rejoin_pending": wd.rejoin_started is not None, "exit_code": EXIT_FETCH_STALLED})
             self._exit_code = EXIT_FETCH_STALLED
             self._stop.set()
 
-    def _fetch_backlog(self, assignment: list[TopicPartition]) -> int | None:
-        """Records between the fetch positions and the ends of the partitions; None if the broker did not say."""
+    def _fetch_backlog(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int] | None:
+        """Records between each partition's fetch position and its end; None if the broker did not say in time."""
         assert self._consumer is not None
+        deadline = time.monotonic() + 8.0  # one budget for the whole look: the loop thread waits meanwhile
+
+        def left_ms() -> int:
+            return max(100, int((deadline - time.monotonic()) * 1000))
+
         try:
-            ends = self._consumer.end_offsets(assignment, timeout_ms=5000)
+            ends = self._consumer.end_offsets(partitions, timeout_ms=left_ms())
             starts: dict[TopicPartition, int] | None = None
-            total = 0
-            for tp in assignment:
+            backlog = {}
+            for tp in partitions:
                 # position() also completes a pending offset reset or validation (upstream issue #3106).
-                pos = self._consumer.position(tp, timeout_ms=2000)
+                pos = self._consumer.position(tp, timeout_ms=left_ms())
                 if pos is None:
-                    starts = starts or self._consumer.beginning_offsets(assignment, timeout_ms=5000)
+                    starts = starts or self._consumer.beginning_offsets(partitions, timeout_ms=left_ms())
                     pos = starts[tp]
-                total += max(0, ends[tp] - pos)
-            return total
+                backlog[tp] = max(0, ends[tp] - pos)
+            return backlog
         except Exception as exc:  # noqa: BLE001 - unknown is not a stall; the next look tries again
             log.warning("cannot measure the backlog", extra={"event": "backlog_unknown", "error": type(exc).__name__})
             return None
@@ -666,7 +678,11 @@ class ScoringConsumer(DicomWebFanOut):
         scorer = TritonScorer(self.config.triton_url, model=self.config.model, timeout_s=5,
                               **self.config.triton_tls())
         last: tuple[int, int] | None = None
+        ticks = 0
         while not self._stop.wait(5.0):
+            ticks += 1
+            if ticks % CARD_CHECK_TICKS == 0:
+                self._check_card(scorer)
             try:
                 stats = scorer.statistics()
             except Exception:  # noqa: BLE001 - statistics are best effort
@@ -681,13 +697,29 @@ class ScoringConsumer(DicomWebFanOut):
                 last = (count, execs)
         scorer.close()
 
+    def _check_card(self, scorer: TritonScorer) -> None:
+        """Runs on the statistics thread: has the served model been replaced under the same version?
+
+        Answers carry the ensemble's version, which catches a normal rollout at once; a model rebuilt
+        under the same version number (new weights or taxonomy) shows only in its card.
+        """
+        current = self.card
+        try:
+            served = scorer.load_card()
+        except Exception:  # noqa: BLE001 - Triton down or reloading: the loop's own checks handle that
+            return
+        if current is not None and served.model_summary() != current.model_summary():
+            self._post(self._served_model_changed,
+                       ServedModelChanged(self.config.model, served.version, current.version,
+                                          detail="its model card (weights or taxonomy) changed"))
+
     # -- shutdown ----------------------------------------------------------------------------
     def _drain(self) -> None:
         """After SIGTERM: take nothing new, finish what is in flight, commit."""
         deadline = time.monotonic() + self.config.drain_timeout_s
         log.info("draining", extra={"event": "drain", "in_flight": self.tracker.in_flight()})
         assert self._consumer is not None
-        while self.tracker.in_flight() > 0 and time.monotonic() < deadline:
+        while self.tracker.in_flight() > 0 and time.monotonic() < deadline and not self._abandoned:
             self._run_due_retries()
             self._probe_triton()
             self._pump_retrievals()

@@ -33,9 +33,13 @@ class ServedModelChanged(RuntimeError):
     taxonomy and the version in the card may all be wrong for them. Read the card again (restart).
     """
 
-    def __init__(self, model: str, served: str, card_version: str) -> None:
-        super().__init__(f"Triton now serves version {served} of {model!r}, but the model card read at "
-                         f"start-up is version {card_version}")
+    def __init__(self, model: str, served: str, card_version: str, detail: str | None = None) -> None:
+        if detail:
+            text = f"Triton now serves another {model!r} (version {served}): {detail} since start-up"
+        else:
+            text = (f"Triton now serves version {served} of {model!r}, but the model card read at start-up is "
+                    f"version {card_version}")
+        super().__init__(text)
         self.served = served
         self.card_version = card_version
 

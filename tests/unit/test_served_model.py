@@ -85,3 +85,31 @@ def test_consumer_stops_without_publishing_when_the_model_changes(card: Any) -> 
     assert not service._infer_backlog and service._triton_down_since is None
     assert service.tracker.to_commit() in ({}, {tp: 5})  # nothing past the done prefix
 
+
+
+def test_a_model_rebuilt_under_the_same_version_is_caught_by_its_card(card: Any) -> None:
+    from dataclasses import replace
+
+    service = ScoringConsumer(ConsumerConfig(bootstrap_servers="x:1", triton_url="x:2", metrics_port=None))
+    service.card = card
+    same = SimpleNamespace(load_card=lambda: card)
+    service._check_card(same)  # type: ignore[arg-type]
+    service._handle_events(timeout=0)
+    assert not service._stop.is_set()
+    rebuilt = replace(card, source={"sha256": "f" * 64})  # new weights, same version number
+    service._check_card(SimpleNamespace(load_card=lambda: rebuilt))  # type: ignore[arg-type]
+    service._handle_events(timeout=0)
+    assert service._stop.is_set() and service._exit_code == EXIT_MODEL_CHANGED
+
+
+def test_an_unreadable_card_is_not_a_change(card: Any) -> None:
+    from skinbatch.scoring import TritonUnavailable
+
+    def fail() -> Any:
+        raise TritonUnavailable("down")
+
+    service = ScoringConsumer(ConsumerConfig(bootstrap_servers="x:1", triton_url="x:2", metrics_port=None))
+    service.card = card
+    service._check_card(SimpleNamespace(load_card=fail))  # type: ignore[arg-type]
+    service._handle_events(timeout=0)
+    assert not service._stop.is_set()

@@ -18,7 +18,7 @@ class RecordingConsumer:
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.seeks.append((tp, offset))
 
-    def commit(self, offsets: dict) -> None:
+    def commit(self, offsets: dict, timeout_ms: int | None = None) -> None:
         self.commits.append({tp: o.offset for tp, o in offsets.items()})
 
 
