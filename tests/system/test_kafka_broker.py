@@ -38,15 +38,32 @@ def _producer(broker: KafkaBroker, **extra: object) -> KafkaProducer:
 
 
 def _consumer(broker: KafkaBroker, topic: str, group: str) -> KafkaConsumer:
-    return KafkaConsumer(
-        topic,
-        bootstrap_servers=broker.bootstrap_servers,
-        group_id=group,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
-    )
+    """A group member that holds partitions of ``topic``.
+
+    kafka-python 3.0.12 sometimes joins before it knows the topic's partitions, is assigned nothing and
+    is not rebalanced for minutes (seen in 1 of 3 fresh-clone runs). Asking for the partitions before
+    subscribing avoids that but makes its coordinator stall instead (docs/benchmarks.md), so a member
+    left empty is replaced by a new one, at most three times.
+    """
+    for _attempt in range(3):
+        consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=broker.bootstrap_servers,
+            group_id=group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+            enable_incremental_fetch_sessions=False,  # as consumer/service.py
+        )
+        deadline = time.monotonic() + 15
+        while not consumer.assignment() and time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=200, max_records=1).items():
+                consumer.seek(tp, records[0].offset)  # joining only: the test reads the records itself
+        if consumer.assignment():
+            return consumer
+        consumer.close(autocommit=False)
+    raise AssertionError(f"three members of {group} were assigned nothing of {topic}")
 
 
 def _poll_until(consumer: KafkaConsumer, count: int, timeout_s: float = 30.0) -> list:
