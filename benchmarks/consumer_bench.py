@@ -95,10 +95,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_seconds(pid: int | None) -> float:
-    """CPU seconds of a process and all its living descendants (Triton's backend stubs, decode workers)."""
-    if pid is None:
-        return 0.0
+def _children() -> dict[int, list[int]]:
+    """Parent pid → child pids, from one pass over /proc."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -107,7 +105,12 @@ def tree_cpu_seconds(pid: int | None) -> float:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry.name))
-    total, stack = 0.0, [pid]
+    return children
+
+
+def tree_cpu_seconds(pid: int | None, children: dict[int, list[int]]) -> float:
+    """CPU seconds of a process and all its living descendants (Triton's backend stubs, decode workers)."""
+    total, stack = 0.0, [] if pid is None else [pid]
     while stack:
         p = stack.pop()
         total += cpu_seconds(p)
@@ -116,9 +119,10 @@ def tree_cpu_seconds(pid: int | None) -> float:
 
 
 def cpu_snapshot(consumer_pid: int, others: dict[str, int | None]) -> dict[str, float]:
+    children = _children()
     main = cpu_seconds(consumer_pid)
-    snap = {"consumer": main, "decode": tree_cpu_seconds(consumer_pid) - main}
-    snap.update({name: tree_cpu_seconds(pid) for name, pid in others.items()})
+    snap = {"consumer": main, "decode": tree_cpu_seconds(consumer_pid, children) - main}
+    snap.update({name: tree_cpu_seconds(pid, children) for name, pid in others.items()})
     return snap
 
 

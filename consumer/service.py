@@ -155,10 +155,7 @@ class ScoringConsumer(DicomWebFanOut):
         try:
             while not self._stop.is_set():
                 self._step()
-            if self._abandoned:
-                self._maybe_commit(force=True)
-            else:
-                self._drain()
+            self._drain()
         finally:
             self._close()
         return self._exit_code
@@ -715,9 +712,14 @@ class ScoringConsumer(DicomWebFanOut):
 
     # -- shutdown ----------------------------------------------------------------------------
     def _drain(self) -> None:
-        """After SIGTERM: take nothing new, finish what is in flight, commit."""
+        """After SIGTERM: take nothing new, finish what is in flight, commit.
+
+        Abandoned work (the served model changed, before or during the drain) is not finished: only
+        the done prefix is committed, and the rest is redelivered.
+        """
         deadline = time.monotonic() + self.config.drain_timeout_s
-        log.info("draining", extra={"event": "drain", "in_flight": self.tracker.in_flight()})
+        if not self._abandoned:
+            log.info("draining", extra={"event": "drain", "in_flight": self.tracker.in_flight()})
         assert self._consumer is not None
         while self.tracker.in_flight() > 0 and time.monotonic() < deadline and not self._abandoned:
             self._run_due_retries()
@@ -727,7 +729,7 @@ class ScoringConsumer(DicomWebFanOut):
             self._flow_control()
             self._consumer.poll(timeout_ms=0)
             self._handle_events(timeout=0.05)
-        if self.tracker.in_flight():
+        if self.tracker.in_flight() and not self._abandoned:
             log.warning("drain timed out; unfinished messages will be redelivered",
                         extra={"event": "drain_timeout", "in_flight": self.tracker.in_flight()})
         self._maybe_commit(force=True)

@@ -23,8 +23,8 @@ LABELS = ["nodular melanoma", "melanoma", "compound nevus", "junctional nevus", 
 
 
 def test_evaluate_reproduces_sklearn_aucs(served_triton: LocalTriton, tmp_path: Path) -> None:
-    sk = pytest.importorskip("sklearn.metrics")
-    pytest.importorskip("matplotlib")
+    sk = pytest.importorskip("sklearn.metrics", reason="needs scikit-learn: pip install 'skinbatch[test]'")
+    pytest.importorskip("matplotlib", reason="needs matplotlib: pip install 'skinbatch[report]'")
     from skinbatch.imaging import decode, preprocess
     from skinbatch.scoring import TritonScorer
     from skinbatch.taxonomy import default_taxonomy

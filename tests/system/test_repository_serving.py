@@ -18,8 +18,8 @@ import pytest
 
 pytestmark = pytest.mark.system
 
-grpcclient = pytest.importorskip("tritonclient.grpc")
-pytest.importorskip("torch")
+grpcclient = pytest.importorskip("tritonclient.grpc", reason="needs tritonclient[grpc], a dependency of skinbatch: reinstall it")
+pytest.importorskip("torch", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from converter.export import sample_images, torch_probs  # noqa: E402

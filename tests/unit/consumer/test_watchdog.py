@@ -76,9 +76,7 @@ def test_a_pause_resets_the_clock() -> None:
 
 
 def test_the_gap_a_rejoin_makes_does_not_forgive_the_stall() -> None:
-    wd = FetchWatchdog(stall_after_s=10)
-    _look(wd, 0)
-    assert _look(wd, 10) is Verdict.NUDGE
+    wd = _nudged_at_10()
     assert _look(wd, 11, None, fetchable=False) is Verdict.OK  # no assignment while rejoining
     wd.joined()
     assert _look(wd, 12) is Verdict.OK  # assigned again; still nothing arrives
@@ -86,10 +84,15 @@ def test_the_gap_a_rejoin_makes_does_not_forgive_the_stall() -> None:
     assert _look(wd, 22) is Verdict.EXIT
 
 
-def test_a_rejoin_that_never_ends_in_an_assignment_exits() -> None:
+def _nudged_at_10() -> FetchWatchdog:
     wd = FetchWatchdog(stall_after_s=10)
     _look(wd, 0)
     assert _look(wd, 10) is Verdict.NUDGE
+    return wd
+
+
+def test_a_rejoin_that_never_ends_in_an_assignment_exits() -> None:
+    wd = _nudged_at_10()
     for t in range(11, 20):
         assert _look(wd, t, None, fetchable=False) is Verdict.OK  # the group protocol is stuck
     assert _look(wd, 20, None, fetchable=False) is Verdict.EXIT
@@ -97,9 +100,7 @@ def test_a_rejoin_that_never_ends_in_an_assignment_exits() -> None:
 
 def test_an_empty_assignment_after_a_rejoin_is_not_a_stall() -> None:
     """More members than partitions: the rejoin ends with nothing assigned, and that is fine."""
-    wd = FetchWatchdog(stall_after_s=10)
-    _look(wd, 0)
-    assert _look(wd, 10) is Verdict.NUDGE
+    wd = _nudged_at_10()
     wd.joined()
     assert all(_look(wd, t, None, fetchable=False) is Verdict.OK for t in range(11, 200))
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
+torch = pytest.importorskip("torch", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
+torchvision = pytest.importorskip("torchvision", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
 
 from converter.checkpoint import (  # noqa: E402
     demo_weights,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("onnxruntime")
+pytest.importorskip("torch", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
+pytest.importorskip("onnxruntime", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
 from click.testing import CliRunner  # noqa: E402
 
 from converter.cli import EXIT_NO_TENSORRT, convert  # noqa: E402

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
+onnx = pytest.importorskip("onnx", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
+pytest.importorskip("onnxruntime", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
 
 from converter.errors import ConverterError  # noqa: E402
 from converter.export import (  # noqa: E402

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxconverter_common")
+onnx = pytest.importorskip("onnx", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
+pytest.importorskip("onnxruntime", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
+pytest.importorskip("onnxconverter_common", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
 
 from converter.drift import ORT_CPU_METHOD, compare  # noqa: E402
 from converter.export import run_onnx, sample_images  # noqa: E402

@@ -8,7 +8,7 @@ import pytest
 from skinbatch.evaluate.metrics import (MetricError, accuracy, bootstrap_auc_ci, confusion_matrix, operating_point,
                                         roc_auc, roc_curve)
 
-sk_metrics = pytest.importorskip("sklearn.metrics")
+sk_metrics = pytest.importorskip("sklearn.metrics", reason="needs scikit-learn: pip install 'skinbatch[test]'")
 
 
 @pytest.mark.parametrize("seed", range(8))
