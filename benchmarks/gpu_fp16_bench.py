@@ -28,8 +28,8 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("needs an NVIDIA GPU with CUDA-enabled PyTorch; nothing was measured")
 
-    from converter.checkpoint import demo_weights
-    from converter.export import ServedInception
+    from skinbatch.converter.checkpoint import demo_weights
+    from skinbatch.converter.export import ServedInception
     from skinbatch.taxonomy import default_taxonomy, malignancy_matrix
 
     tax = default_taxonomy()

@@ -6,7 +6,7 @@ an SR (STOW-RS) before its results are produced. The message is done when all it
 Archive faults pause consumption and are retried with backoff, like Triton faults; an instance the
 archive lacks is bad input.
 
-:class:`DicomWebFanOut` is a part of :class:`consumer.service.ScoringConsumer`, kept apart because it is
+:class:`DicomWebFanOut` is a part of :class:`skinbatch.consumer.service.ScoringConsumer`, kept apart because it is
 the one path that only some deployments use. Its methods run on the consumer's loop thread, like the
 rest of the service; work on the archive's threads reports back through the loop's event queue.
 """

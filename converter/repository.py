@@ -215,7 +215,7 @@ def parse_config(text: str) -> mc.ModelConfig:
 # -- files -----------------------------------------------------------------------------------------------
 
 def model_template() -> str:
-    return resources.files("converter.templates").joinpath(TEMPLATE).read_text(encoding="utf-8")
+    return resources.files("skinbatch.converter.templates").joinpath(TEMPLATE).read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 TensorRT 11 removed weak typing (``BuilderFlag.FP16`` is gone; every network is strongly typed and the
 ``STRONGLY_TYPED`` creation flag is kept only for compatibility). Precision therefore comes from the
-ONNX itself: the FP16 ONNX of :mod:`converter.fp16` (Softmax and the input normalisation in FP32). TensorRT
+ONNX itself: the FP16 ONNX of :mod:`skinbatch.converter.fp16` (Softmax and the input normalisation in FP32). TensorRT
 10.x has strong typing too; only a TensorRT without it falls back to the FP32 ONNX plus
 ``BuilderFlag.FP16``.
 

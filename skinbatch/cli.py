@@ -14,10 +14,10 @@ import click
 # name -> "module:attribute", loaded only when the command runs.
 _COMMANDS: dict[str, tuple[str, str]] = {
     "taxonomy": ("skinbatch.taxonomy.cli:taxonomy", "Partition and inspect disease taxonomies."),
-    "convert": ("converter.cli:convert", "Convert a trained Inception-v3 into a Triton model repository."),
+    "convert": ("skinbatch.converter.cli:convert", "Convert a trained Inception-v3 into a Triton model repository."),
     "serve": ("skinbatch.serve.cli:serve", "Run the local CPU Triton server on a model repository."),
-    "consume": ("consumer.cli:consume", "Score images streamed through Kafka."),
-    "publish": ("consumer.publish:publish", "Send image files to Kafka as scoring requests."),
+    "consume": ("skinbatch.consumer.cli:consume", "Score images streamed through Kafka."),
+    "publish": ("skinbatch.consumer.publish:publish", "Send image files to Kafka as scoring requests."),
     "demo": ("skinbatch.demo:demo", "Run the whole pipeline on a local stack with sample images."),
     "localstack": ("skinbatch.localstack.cli:localstack", "Local Kafka broker for the demo and tests."),
     "triage": ("skinbatch.triage.cli:triage", "Score folders of images (DICOM, JPEG, PNG) into a ranked report."),

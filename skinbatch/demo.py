@@ -83,8 +83,8 @@ def demo(repository: Path, timeout: float, as_json: bool) -> None:
     """Run the whole job on a local Kafka and a local Triton: sample images in, scores out."""
     from kafka import KafkaProducer
 
-    from consumer.config import ConsumerConfig
-    from consumer.service import ScoringConsumer
+    from skinbatch.consumer.config import ConsumerConfig
+    from skinbatch.consumer.service import ScoringConsumer
     from skinbatch.localstack.kafka import KafkaBroker
     from skinbatch.logs import configure_logging
     from skinbatch.serve import LocalTriton, TritonServerConfig

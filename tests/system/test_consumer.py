@@ -299,11 +299,11 @@ def test_fetch_watchdog_rejoins_then_exits_and_nothing_is_lost(kafka_broker: Any
     from kafka import KafkaConsumer
     from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
-    import consumer.service as service_module
-    from consumer.config import ConsumerConfig
-    from consumer.metrics import ConsumerMetrics
-    from consumer.service import ScoringConsumer
-    from consumer.watchdog import EXIT_FETCH_STALLED
+    import skinbatch.consumer.service as service_module
+    from skinbatch.consumer.config import ConsumerConfig
+    from skinbatch.consumer.metrics import ConsumerMetrics
+    from skinbatch.consumer.service import ScoringConsumer
+    from skinbatch.consumer.watchdog import EXIT_FETCH_STALLED
 
     class NeverFetches(KafkaConsumer):  # type: ignore[misc]
         """Pauses every partition it is given and ignores resume(): records wait, none is fetched."""

@@ -19,8 +19,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
-from consumer.cli import consume
-from consumer.config import ConsumerConfig
+from skinbatch.consumer.cli import consume
+from skinbatch.consumer.config import ConsumerConfig
 from skinbatch.localstack.kafka import KafkaBroker, free_port
 from tests.fixtures.kafka import start_or_skip
 

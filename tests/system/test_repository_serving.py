@@ -22,7 +22,7 @@ grpcclient = pytest.importorskip("tritonclient.grpc", reason="needs tritonclient
 pytest.importorskip("torch", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from converter.export import sample_images, torch_probs  # noqa: E402
+from skinbatch.converter.export import sample_images, torch_probs  # noqa: E402
 from skinbatch.modelcard import card_from_model_config, load_model_card  # noqa: E402
 from skinbatch.taxonomy import aggregate, coarse_matrix, fine_matrix, malignancy_matrix  # noqa: E402
 from tests.fixtures.triton import local_triton  # noqa: E402

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from consumer.config import ConsumerConfig
-from consumer.jobs import Job
-from consumer.service import EXIT_MODEL_CHANGED, ScoringConsumer
+from skinbatch.consumer.config import ConsumerConfig
+from skinbatch.consumer.jobs import Job
+from skinbatch.consumer.service import EXIT_MODEL_CHANGED, ScoringConsumer
 from skinbatch.modelcard import ModelCard
 from skinbatch.scoring import ServedModelChanged
 from skinbatch.scoring.client import _deliver, check_served_version

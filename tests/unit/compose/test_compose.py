@@ -316,7 +316,7 @@ def test_no_path_of_a_development_machine() -> None:
 # -- the consumer's environment ------------------------------------------------------------------------
 
 def consume_envvars() -> dict[str, str]:
-    from consumer.cli import consume
+    from skinbatch.consumer.cli import consume
 
     return {p.envvar: p.name for p in consume.params if isinstance(p.envvar, str)}
 
@@ -330,8 +330,8 @@ def test_consumer_variables_are_cli_options(services: dict[str, Any]) -> None:
 
 
 def test_consumer_environment_parses_through_the_cli(services: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    from consumer.cli import consume
-    from consumer.config import ConsumerConfig
+    from skinbatch.consumer.cli import consume
+    from skinbatch.consumer.config import ConsumerConfig
 
     for name in consume_envvars():
         monkeypatch.delenv(name, raising=False)
@@ -443,7 +443,7 @@ def test_converter_entrypoint_builds_once_and_again_on_a_new_release(converter_e
 
 
 def test_converter_entrypoint_flags_are_real(converter_env: dict[str, str]) -> None:
-    cli = pytest.importorskip("converter.cli", reason="the converter's dependencies are not installed")
+    cli = pytest.importorskip("skinbatch.converter.cli", reason="the converter's dependencies are not installed")
     assert run_entrypoint(converter_env).returncode == 0
     used = {a for a in Path(converter_env["LOG"]).read_text().split() if a.startswith("--")}
     known = {opt for p in cli.convert.params for opt in p.opts}
@@ -591,7 +591,7 @@ def metric_names(expr: str) -> set[str]:
 
 
 def consumer_metric_names() -> set[str]:
-    from consumer.metrics import ConsumerMetrics
+    from skinbatch.consumer.metrics import ConsumerMetrics
 
     names = set()
     for family in ConsumerMetrics().registry.collect():
@@ -679,8 +679,8 @@ def test_k8s_services_and_ports_agree(k8s: dict[tuple[str, str], dict[str, Any]]
 
 
 def test_k8s_consumer_settings_are_cli_options(k8s: dict[tuple[str, str], dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
-    from consumer.cli import consume
-    from consumer.config import ConsumerConfig
+    from skinbatch.consumer.cli import consume
+    from skinbatch.consumer.config import ConsumerConfig
 
     deployment = k8s[("Deployment", "skinbatch-consumer")]
     config = k8s[("ConfigMap", "skinbatch-consumer")]["data"]

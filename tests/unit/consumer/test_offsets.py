@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.offsets import OffsetTracker
+from skinbatch.consumer.offsets import OffsetTracker
 
 
 def test_commits_only_the_done_prefix() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from kafka import TopicPartition
 
-from consumer.config import ConsumerConfig
-from consumer.service import ScoringConsumer
+from skinbatch.consumer.config import ConsumerConfig
+from skinbatch.consumer.service import ScoringConsumer
 
 
 class RecordingConsumer:

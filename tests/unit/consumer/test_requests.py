@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from consumer.errors import RequestRejected
-from consumer.requests import parse_request, resolve_reference
+from skinbatch.consumer.errors import RequestRejected
+from skinbatch.consumer.requests import parse_request, resolve_reference
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\0" * 100
 

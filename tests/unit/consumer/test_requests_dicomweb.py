@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from consumer.errors import RequestRejected
-from consumer.requests import parse_request
+from skinbatch.consumer.errors import RequestRejected
+from skinbatch.consumer.requests import parse_request
 from skinbatch.dicomweb.references import DicomWebReference
 
 REF = {"study": "1.2.3", "series": "1.2.3.4", "instance": "1.2.3.4.5"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.watchdog import FetchWatchdog, Verdict
+from skinbatch.consumer.watchdog import FetchWatchdog, Verdict
 
 
 def _look(wd: FetchWatchdog, now: float, backlog: dict[int, int] | None = None, *, fetchable: bool = True,

@@ -9,13 +9,13 @@ import pytest
 torch = pytest.importorskip("torch", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
 torchvision = pytest.importorskip("torchvision", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
 
-from converter.checkpoint import (  # noqa: E402
+from skinbatch.converter.checkpoint import (  # noqa: E402
     demo_weights,
     extract_state_dict,
     load_checkpoint,
     state_sha256,
 )
-from converter.errors import ConverterError  # noqa: E402
+from skinbatch.converter.errors import ConverterError  # noqa: E402
 
 K = 45
 

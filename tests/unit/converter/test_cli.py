@@ -12,7 +12,7 @@ pytest.importorskip("torch", reason="needs the converter's packages: pip install
 pytest.importorskip("onnxruntime", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
 from click.testing import CliRunner  # noqa: E402
 
-from converter.cli import EXIT_NO_TENSORRT, convert  # noqa: E402
+from skinbatch.converter.cli import EXIT_NO_TENSORRT, convert  # noqa: E402
 from skinbatch.modelcard import load_model_card  # noqa: E402
 
 
@@ -70,8 +70,8 @@ def test_checkpoint_class_mismatch_via_cli(demo_checkpoint: Path, tmp_path: Path
 
 
 def test_user_onnx_through_the_pipeline(tmp_path: Path) -> None:
-    from converter import ConvertOptions
-    from converter import convert as run
+    from skinbatch.converter import ConvertOptions
+    from skinbatch.converter import convert as run
     from tests.unit.converter.test_export import _export_tiny
 
     _export_tiny(tmp_path / "user.onnx", layout="nhwc")

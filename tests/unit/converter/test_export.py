@@ -11,8 +11,8 @@ torch = pytest.importorskip("torch", reason="needs the converter's packages: pip
 onnx = pytest.importorskip("onnx", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
 pytest.importorskip("onnxruntime", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
 
-from converter.errors import ConverterError  # noqa: E402
-from converter.export import (  # noqa: E402
+from skinbatch.converter.errors import ConverterError  # noqa: E402
+from skinbatch.converter.export import (  # noqa: E402
     IMAGENET_MEAN,
     IMAGENET_STD,
     ServedInception,

@@ -13,9 +13,9 @@ onnx = pytest.importorskip("onnx", reason="needs the converter's packages: pip i
 pytest.importorskip("onnxruntime", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
 pytest.importorskip("onnxconverter_common", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
 
-from converter.drift import ORT_CPU_METHOD, compare  # noqa: E402
-from converter.export import run_onnx, sample_images  # noqa: E402
-from converter.fp16 import fp16_fraction, preprocessing_nodes, to_mixed_fp16  # noqa: E402
+from skinbatch.converter.drift import ORT_CPU_METHOD, compare  # noqa: E402
+from skinbatch.converter.export import run_onnx, sample_images  # noqa: E402
+from skinbatch.converter.fp16 import fp16_fraction, preprocessing_nodes, to_mixed_fp16  # noqa: E402
 from skinbatch.taxonomy import malignancy_matrix  # noqa: E402
 
 

@@ -11,9 +11,9 @@ pytest.importorskip("tritonclient.grpc", reason="needs tritonclient[grpc], a dep
 from google.protobuf import json_format  # noqa: E402
 from tritonclient.grpc import model_config_pb2 as mc  # noqa: E402
 
-from converter.errors import ConverterError  # noqa: E402
-from converter.pipeline import preprocessing_dict, taxonomy_card_entry  # noqa: E402
-from converter.repository import (  # noqa: E402
+from skinbatch.converter.errors import ConverterError  # noqa: E402
+from skinbatch.converter.pipeline import preprocessing_dict, taxonomy_card_entry  # noqa: E402
+from skinbatch.converter.repository import (  # noqa: E402
     LABEL_FILES,
     TARGETS,
     Artifacts,
@@ -27,7 +27,7 @@ from converter.repository import (  # noqa: E402
     taxonomy_config,
     write_repository,
 )
-from converter.tensorrt_engine import profile_shapes  # noqa: E402
+from skinbatch.converter.tensorrt_engine import profile_shapes  # noqa: E402
 from skinbatch.modelcard import ModelCard, card_from_model_config, load_model_card  # noqa: E402
 from skinbatch.taxonomy import default_taxonomy  # noqa: E402
 

@@ -8,7 +8,7 @@ import pytest
 ort = pytest.importorskip("onnxruntime", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
 pytest.importorskip("onnx", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
 
-from converter.taxonomy_model import COARSE_PROBS, FINE_PROBS, MALIGNANCY, TRAINING_PROBS_OUT, build_taxonomy_onnx  # noqa: E402
+from skinbatch.converter.taxonomy_model import COARSE_PROBS, FINE_PROBS, MALIGNANCY, TRAINING_PROBS_OUT, build_taxonomy_onnx  # noqa: E402
 from skinbatch.taxonomy import aggregate, coarse_matrix, default_taxonomy, fine_matrix, malignancy_matrix  # noqa: E402
 
 

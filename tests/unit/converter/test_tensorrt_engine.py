@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 
-from converter.errors import ConverterError
-from converter.tensorrt_engine import NEEDS_GPU, gpu_available, profile_shapes, require_tensorrt
+from skinbatch.converter.errors import ConverterError
+from skinbatch.converter.tensorrt_engine import NEEDS_GPU, gpu_available, profile_shapes, require_tensorrt
 
 
 def _tensorrt_usable() -> bool:
@@ -47,10 +47,10 @@ def test_missing_tensorrt_gives_advice() -> None:
 def test_build_engine_profile_and_drift(converted, tmp_path) -> None:
     import onnx
 
-    from converter.drift import TENSORRT_METHOD, compare
-    from converter.export import run_onnx, sample_images
-    from converter.fp16 import to_mixed_fp16
-    from converter.tensorrt_engine import build_engine, engine_profile, run_engine
+    from skinbatch.converter.drift import TENSORRT_METHOD, compare
+    from skinbatch.converter.export import run_onnx, sample_images
+    from skinbatch.converter.fp16 import to_mixed_fp16
+    from skinbatch.converter.tensorrt_engine import build_engine, engine_profile, run_engine
     from skinbatch.taxonomy import malignancy_matrix
 
     fp16 = tmp_path / "model.fp16.onnx"
