@@ -430,6 +430,7 @@ class KafkaBroker:
         heap_max: str = "768m",
         log_level: str = "INFO",
         startup_timeout_s: float = 90.0,
+        format_args: Iterable[str] = (),
     ) -> None:
         """Prepare a broker; nothing starts until :meth:`start` (or ``with``).
 
@@ -449,6 +450,9 @@ class KafkaBroker:
                 for Triton on a small machine.
             log_level: root level of the broker's log file (``INFO``, ``WARN``, ``DEBUG``...).
             startup_timeout_s: how long :meth:`start` waits for the broker to answer.
+            format_args: more arguments for ``StorageTool format`` on first start, e.g.
+                ``["--add-scram", "SCRAM-SHA-512=[name=alice,password=secret]"]`` (KRaft keeps SCRAM
+                users in its metadata log).
         """
         self._requested_ports = (port, controller_port)
         self._message_max_bytes = message_max_bytes
@@ -460,6 +464,7 @@ class KafkaBroker:
         self._heap = (heap_min, heap_max)
         self._log_level = log_level
         self._startup_timeout_s = startup_timeout_s
+        self._format_args = list(format_args)
         self._work_dir: Path | None = None
         self._config: BrokerConfig | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -594,6 +599,7 @@ class KafkaBroker:
     def _format_storage(self, base: list[str], properties: Path) -> None:
         command = [
             *base, "kafka.tools.StorageTool", "format", "-t", generate_cluster_id(), "-c", str(properties),
+            *self._format_args,
         ]  # fmt: skip
         result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
         if result.returncode != 0:
