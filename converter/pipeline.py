@@ -18,7 +18,8 @@ from typing import Any
 import onnx
 
 from skinbatch.modelcard import ModelCard
-from skinbatch.taxonomy import Taxonomy, default_taxonomy, load_taxonomy, malignancy_matrix
+from skinbatch.taxonomy import default_taxonomy, load_taxonomy, malignancy_matrix
+from skinbatch.taxonomy.card import taxonomy_card_entry
 
 from . import drift as drift_mod
 from .errors import ConverterError
@@ -122,19 +123,6 @@ def preprocessing_dict(resize: str, normalization: str) -> dict[str, Any]:
     else:
         base = Preprocessing(size=SIZE, resize=resize).to_dict()
     return {**base, "normalization": normalization}
-
-
-def taxonomy_card_entry(taxonomy: Taxonomy, file: str) -> dict[str, Any]:
-    return {
-        "name": taxonomy.name,
-        "sha256": taxonomy.sha256(),
-        "file": file,
-        "training_classes": list(taxonomy.training_classes),
-        "coarse_labels": list(taxonomy.coarse_labels),
-        "fine_labels": list(taxonomy.fine_labels),
-        "fine_parents": list(taxonomy.fine_parents),
-        "malignant_node": taxonomy.malignant_node,
-    }
 
 
 def _timer(seconds: dict[str, float], key: str) -> Callable[[], None]:

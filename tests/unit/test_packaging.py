@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -33,8 +34,14 @@ def test_every_package_folder_is_listed() -> None:
 
 def test_the_wheel_installs_only_skinbatch(tmp_path: Path) -> None:
     pytest.importorskip("setuptools", reason="building the wheel needs setuptools in this environment")
+    # A copy, so that setuptools' build/ folder is not left in the working tree.
+    src = tmp_path / "src"
+    for name in ("skinbatch", "consumer", "converter"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                             "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300, check=False)
+                             "-w", str(tmp_path), str(src)], capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     (wheel,) = tmp_path.glob("skinbatch-*.whl")
     with zipfile.ZipFile(wheel) as zf:

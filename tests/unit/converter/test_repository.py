@@ -12,7 +12,8 @@ from google.protobuf import json_format  # noqa: E402
 from tritonclient.grpc import model_config_pb2 as mc  # noqa: E402
 
 from skinbatch.converter.errors import ConverterError  # noqa: E402
-from skinbatch.converter.pipeline import preprocessing_dict, taxonomy_card_entry  # noqa: E402
+from skinbatch.converter.pipeline import preprocessing_dict  # noqa: E402
+from skinbatch.taxonomy.card import taxonomy_card_entry  # noqa: E402
 from skinbatch.converter.repository import (  # noqa: E402
     LABEL_FILES,
     TARGETS,
