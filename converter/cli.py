@@ -44,6 +44,14 @@ def _batch_sizes(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), help="TensorRT timing cache: loaded if present, saved after the build.")
 @click.option("--repository", required=True, type=click.Path(file_okay=False, path_type=Path), help="Model repository folder to write into.")
 @click.option("--force", is_flag=True, help="Replace existing skin_classifier/inception_v3/taxonomy folders.")
+@click.option("--malignancy-map/--no-malignancy-map", default=True, show_default=True,
+              help="Serve MALIGNANCY_MAP, the class activation map of P(malignant) (where the network ends in "
+                   "global pooling and one linear layer).")
+@click.option("--reference-distribution", type=click.Path(dir_okay=False, path_type=Path),
+              help="reference_distribution.json from `skinbatch evaluate` of these weights: the baseline of the "
+                   "score-drift PSI, embedded in the model card.")
+@click.option("--update-card", is_flag=True,
+              help="Convert nothing: embed --reference-distribution into the card of the existing --repository.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def convert(
     checkpoint: Path | None,
@@ -65,13 +73,22 @@ def convert(
     timing_cache: Path | None,
     repository: Path,
     force: bool,
+    malignancy_map: bool,
+    reference_distribution: Path | None,
+    update_card: bool,
     as_json: bool,
 ) -> None:
     """Convert an Inception-v3 (checkpoint, ONNX or demo weights) into a Triton model repository.
 
     Exports uint8-input ONNX with the normalisation folded in, checks it against the source, optionally
     builds FP16 / TensorRT, and writes skin_classifier, inception_v3 and taxonomy with the model card.
+
+    With --update-card, only embeds --reference-distribution into an existing repository's card.
     """
+    if update_card:
+        _update_card(repository, reference_distribution, as_json,
+                     sources=sum(bool(x) for x in (checkpoint, onnx_path, demo_weights)))
+        return
     if sum(bool(x) for x in (checkpoint, onnx_path, demo_weights)) != 1:
         raise click.UsageError("give exactly one of --checkpoint, --onnx or --demo-weights")
     from .pipeline import ConvertOptions, convert as run
@@ -96,6 +113,8 @@ def convert(
         check_images=check_images,
         timing_cache=timing_cache,
         force=force,
+        malignancy_map=malignancy_map,
+        reference_distribution=reference_distribution,
     )
     steps = iter(range(1, 100))
 
@@ -132,3 +151,29 @@ def convert(
                    f"{d['max_abs_malignancy']:.2e}, top-1 agreement {d['top1_agreement']:.0%}", err=True)
     elif summary.drift_tensorrt_skipped:
         click.echo(f"  TensorRT drift: skipped ({summary.drift_tensorrt_skipped})", err=True)
+    if summary.malignancy_map:
+        m = summary.malignancy_map
+        click.echo(f"  MALIGNANCY_MAP {m['shape'][0]}x{m['shape'][1]}: parity {m['parity']:.2e} of its largest value",
+                   err=True)
+    else:
+        click.echo("  no MALIGNANCY_MAP (see the card's notes)", err=True)
+    if summary.reference_distribution:
+        click.echo("  reference distribution of P(malignant) embedded in the card", err=True)
+
+
+def _update_card(repository: Path, reference: Path | None, as_json: bool, sources: int) -> None:
+    if reference is None or sources:
+        raise click.UsageError("--update-card takes --repository and --reference-distribution, and no weights")
+    from .pipeline import add_reference_distribution
+
+    try:
+        card = add_reference_distribution(repository, reference)
+    except ConverterError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    n = (card.reference_distribution or {}).get("n")
+    if as_json:
+        click.echo(json.dumps({"repository": str(repository), "reference_distribution": n}))
+    click.echo(f"embedded a reference distribution of {n} scores in {repository}'s model card; "
+               "Triton serves it after it reloads skin_classifier (restart it, or run it with "
+               "--model-control-mode=poll)", err=True)

@@ -10,6 +10,7 @@ same bytes it decoded and no client can get the normalisation wrong:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,12 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from skinbatch.contract import Tensor
+
 from .errors import ConverterError
 
-INPUT = "IMAGE"
-OUTPUT = "TRAINING_PROBS"
+INPUT = Tensor.IMAGE.value
+OUTPUT = Tensor.TRAINING_PROBS.value
 SIZE = 299
 NORMALIZATIONS = ("inception", "imagenet")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -96,12 +99,18 @@ def onnx_session(model: str | Path | onnx.ModelProto, threads: int = 0):  # -> o
 
 def run_onnx(model: str | Path | onnx.ModelProto, images: np.ndarray, chunk: int = 4) -> np.ndarray:
     """``TRAINING_PROBS`` of a served-layout ONNX on onnxruntime CPU."""
+    return run_onnx_outputs(model, images, (OUTPUT,), chunk)[OUTPUT]
+
+
+def run_onnx_outputs(model: str | Path | onnx.ModelProto, images: np.ndarray, names: Sequence[str],
+                     chunk: int = 4) -> dict[str, np.ndarray]:
+    """The named outputs of a served-layout ONNX on onnxruntime CPU, FP32, batched in chunks."""
     session = onnx_session(model)
-    outs = [
-        session.run([OUTPUT], {INPUT: images[start:start + chunk]})[0]
-        for start in range(0, len(images), chunk)
-    ]
-    return np.concatenate(outs).astype(np.float32)
+    outs: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for start in range(0, len(images), chunk):
+        for name, value in zip(names, session.run(list(names), {INPUT: images[start:start + chunk]})):
+            outs[name].append(value)
+    return {name: np.concatenate(values).astype(np.float32) for name, values in outs.items()}
 
 
 def export_pytorch(model: torch.nn.Module, path: str | Path, normalization: str = "inception") -> ServedInception:

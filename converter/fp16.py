@@ -5,7 +5,10 @@ I/O types. Kept in FP32, because FP16 drift concentrates there (TensorRT #2336, 
 
 * the input cast and normalisation (everything before the first convolution): ``x / 127.5 - 1`` on 0..255
   loses about 3 significant bits in FP16 for no speed gain;
-* ``Softmax``, so the served probabilities are computed and returned in FP32.
+* ``Softmax``, so the served probabilities are computed and returned in FP32;
+* the ``MALIGNANCY_MAP`` nodes of :mod:`skinbatch.converter.cam` (their weights too): a sum of 2048
+  products whose terms cancel, which is where FP16 accumulation loses most. Only the features they read
+  come from the FP16 network.
 
 The aggregation into coarse/fine/malignancy is a separate FP32 model and is not touched here.
 """
@@ -16,6 +19,7 @@ import warnings
 
 import onnx
 
+from .cam import map_nodes
 from .errors import ConverterError
 
 #: Op types always kept in FP32, on top of onnxconverter-common's own default block list.
@@ -61,11 +65,12 @@ def preprocessing_nodes(model: onnx.ModelProto) -> list[str]:
 
 
 def to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The FP16 variant of a served-layout FP32 ONNX (``IMAGE`` uint8 → ``TRAINING_PROBS`` FP32)."""
+    """The FP16 variant of a served-layout FP32 ONNX (``IMAGE`` uint8 → ``TRAINING_PROBS`` and, where
+    present, ``MALIGNANCY_MAP``, both FP32)."""
     from onnxconverter_common import float16
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
-    keep = preprocessing_nodes(model)
+    keep = preprocessing_nodes(model) + map_nodes(model)
     try:
         with warnings.catch_warnings():
             # One warning per weight below FP16's smallest normal number: noise; the drift figures measure

@@ -6,6 +6,11 @@ inception_v3/      tensorrt_plan (model.plan) | onnxruntime_onnx (model.onnx) | 
 taxonomy/          onnxruntime_onnx (model.onnx) | python (model.py + model.onnx)
 ```
 
+``MALIGNANCY_MAP``, where the card says the network has it, goes straight from ``inception_v3`` to the
+ensemble's outputs: no later step reads it, so Triton 2.51's output-subset failure (see
+``taxonomy_model.TRAINING_PROBS_OUT``) does not apply, and ``tests/system/test_malignancy_map.py`` checks
+both kinds of request against the real server.
+
 Every ``config.pbtxt`` is a ``tritonclient`` ``ModelConfig`` message printed with ``text_format``, so it
 parses by construction; :func:`parse_config` reads one back.
 """
@@ -23,16 +28,18 @@ from typing import Any
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from skinbatch.modelcard import CARD_FILE, CARD_PARAMETER, ENSEMBLE_NAME, ModelCard
+from skinbatch.contract import ENSEMBLE, INCEPTION_STEP, INTERNAL_PROBS, MODEL_NAMES, TAXONOMY_STEP
+from skinbatch.modelcard import CARD_FILE, CARD_PARAMETER, ModelCard
 from skinbatch.taxonomy import Taxonomy
 
+from .cam import MALIGNANCY_MAP
 from .errors import ConverterError
 from .export import INPUT, OUTPUT, SIZE
 from .taxonomy_model import COARSE_PROBS, FINE_PROBS, MALIGNANCY, TRAINING_PROBS_OUT
 
-INCEPTION_NAME = "inception_v3"
-TAXONOMY_NAME = "taxonomy"
-MODEL_NAMES = (ENSEMBLE_NAME, INCEPTION_NAME, TAXONOMY_NAME)
+ENSEMBLE_NAME = ENSEMBLE
+INCEPTION_NAME = INCEPTION_STEP
+TAXONOMY_NAME = TAXONOMY_STEP
 TARGETS = ("tensorrt", "onnx", "cpu")
 TAXONOMY_FILE = "taxonomy.json"
 LABEL_FILES = {
@@ -42,9 +49,6 @@ LABEL_FILES = {
     MALIGNANCY: "malignancy_labels.txt",
 }
 TEMPLATE = "ort_model.py.tmpl"
-#: The ensemble's internal tensor between the two steps (see taxonomy_model.TRAINING_PROBS_OUT for why
-#: it is not the ensemble output itself).
-INTERNAL_PROBS = "inception_probs"
 
 
 @dataclass(frozen=True)
@@ -107,12 +111,17 @@ def _python_parameters(config: mc.ModelConfig, opts: RepositoryOptions) -> None:
     config.parameters["onnx_file"].string_value = "model.onnx"
 
 
-def inception_config(opts: RepositoryOptions, num_classes: int) -> mc.ModelConfig:
+def _map_outputs(map_grid: Sequence[int] | None) -> list[mc.ModelOutput]:
+    return [] if map_grid is None else [_tensor(mc.ModelOutput, MALIGNANCY_MAP, mc.TYPE_FP32, list(map_grid))]
+
+
+def inception_config(opts: RepositoryOptions, num_classes: int, map_grid: Sequence[int] | None = None) -> mc.ModelConfig:
+    """``map_grid``: the ``MALIGNANCY_MAP`` grid (h, w) when the network computes it, else None."""
     config = mc.ModelConfig(
         name=INCEPTION_NAME,
         max_batch_size=opts.max_batch_size,
         input=[_tensor(mc.ModelInput, INPUT, mc.TYPE_UINT8, [SIZE, SIZE, 3])],
-        output=[_tensor(mc.ModelOutput, OUTPUT, mc.TYPE_FP32, [num_classes])],
+        output=[_tensor(mc.ModelOutput, OUTPUT, mc.TYPE_FP32, [num_classes]), *_map_outputs(map_grid)],
         dynamic_batching=_batching(opts),
         model_warmup=[_warmup(INPUT, mc.TYPE_UINT8, [SIZE, SIZE, 3])],
     )
@@ -161,8 +170,10 @@ def taxonomy_config(opts: RepositoryOptions, taxonomy: Taxonomy) -> mc.ModelConf
 
 
 def ensemble_config(opts: RepositoryOptions, taxonomy: Taxonomy, card: ModelCard) -> mc.ModelConfig:
+    """The ensemble; it exposes ``MALIGNANCY_MAP`` when the card says the network computes it."""
     k = len(taxonomy.training_classes)
     version = opts.model_version
+    map_grid = card.malignancy_map_grid
     config = mc.ModelConfig(
         name=ENSEMBLE_NAME,
         platform="ensemble",
@@ -176,7 +187,7 @@ def ensemble_config(opts: RepositoryOptions, taxonomy: Taxonomy, card: ModelCard
                 (FINE_PROBS, len(taxonomy.fine_labels)),
                 (MALIGNANCY, 1),
             )
-        ],
+        ] + _map_outputs(map_grid),
         ensemble_scheduling=mc.ModelEnsembling(
             step=[
                 # Steps pin the version written with them, so a repository holding several versions
@@ -185,7 +196,8 @@ def ensemble_config(opts: RepositoryOptions, taxonomy: Taxonomy, card: ModelCard
                     model_name=INCEPTION_NAME,
                     model_version=version,
                     input_map={INPUT: INPUT},
-                    output_map={OUTPUT: INTERNAL_PROBS},
+                    # The map feeds no later step, so it can be an ensemble output straight from here.
+                    output_map={OUTPUT: INTERNAL_PROBS, **({MALIGNANCY_MAP: MALIGNANCY_MAP} if map_grid else {})},
                 ),
                 mc.ModelEnsembling.Step(
                     model_name=TAXONOMY_NAME,
@@ -249,7 +261,8 @@ def _write_models(root: Path, opts: RepositoryOptions, taxonomy: Taxonomy, card:
     inc = root / INCEPTION_NAME
     (inc / v).mkdir(parents=True)
     (inc / "config.pbtxt").write_text(
-        config_text(inception_config(opts, len(taxonomy.training_classes))), encoding="utf-8"
+        config_text(inception_config(opts, len(taxonomy.training_classes), card.malignancy_map_grid)),
+        encoding="utf-8"
     )
     if opts.target == "tensorrt":
         if artifacts.inception_plan is None:
@@ -310,3 +323,26 @@ def read_configs(repository: Path) -> dict[str, mc.ModelConfig]:
         for name in MODEL_NAMES
     }
 
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Write beside and rename: Triton polling the repository never reads half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def update_card(repository: Path, card: ModelCard) -> None:
+    """Replace the ensemble's card (``model_card.json`` and the ``model_card`` config parameter) in place.
+
+    The configs, weights and labels stay as they are. Triton serves the new card once it reloads the
+    ensemble: at once with ``--model-control-mode=poll``, else after a restart (or an explicit load).
+    """
+    folder = Path(repository) / ENSEMBLE_NAME
+    config_path = folder / "config.pbtxt"
+    if not config_path.is_file():
+        raise ConverterError(f"{folder} has no config.pbtxt; is {repository} a repository written by `skinbatch convert`?")
+    config = parse_config(config_path.read_text(encoding="utf-8"))
+    config.parameters[CARD_PARAMETER].string_value = card.to_json(indent=None)
+    _replace_text(folder / CARD_FILE, card.to_json() + "\n")
+    _replace_text(config_path, config_text(config))

@@ -12,17 +12,17 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from skinbatch.contract import Tensor
 from skinbatch.taxonomy import Taxonomy, coarse_matrix, fine_matrix, malignancy_matrix
 
-from .export import OUTPUT as TRAINING_PROBS
-
-COARSE_PROBS = "COARSE_PROBS"
-FINE_PROBS = "FINE_PROBS"
-MALIGNANCY = "MALIGNANCY"
+TRAINING_PROBS = Tensor.TRAINING_PROBS.value
+COARSE_PROBS = Tensor.COARSE_PROBS.value
+FINE_PROBS = Tensor.FINE_PROBS.value
+MALIGNANCY = Tensor.MALIGNANCY.value
 #: The input passed through unchanged. Triton 2.51 fails an ensemble request that asks for a subset of
 #: the outputs ("unexpected deadlock, at least one output is not set") when one ensemble output is also
 #: fed to a later step; so the ensemble's TRAINING_PROBS comes from this step, not from inception_v3.
-TRAINING_PROBS_OUT = "TRAINING_PROBS_OUT"
+TRAINING_PROBS_OUT = Tensor.TRAINING_PROBS_OUT.value
 OUTPUTS = (COARSE_PROBS, FINE_PROBS, MALIGNANCY, TRAINING_PROBS_OUT)
 #: Conservative, so Triton's onnxruntime backend of older releases loads it too.
 OPSET = 13

@@ -9,6 +9,10 @@ ONNX itself: the FP16 ONNX of :mod:`skinbatch.converter.fp16` (Softmax and the i
 An engine runs only on the TensorRT version and GPU model that built it: build it on the deployment GPU
 with the TensorRT that ships in the Triton release you serve with (NGC images of the same release number).
 
+The plan has the ONNX's outputs: ``TRAINING_PROBS`` and, where the converter added it,
+``MALIGNANCY_MAP`` (FP32 in the strongly typed build because the FP16 ONNX computes it in FP32; pinned to
+FP32 by layer precision in the TensorRT < 10 fallback). The profile only concerns the input.
+
 ``tensorrt`` is imported lazily: the rest of the converter works on hosts without it.
 """
 
@@ -20,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .cam import MALIGNANCY_MAP, PREFIX as MAP_PREFIX
 from .errors import ConverterError
 from .export import INPUT, OUTPUT, SIZE
 
@@ -41,6 +46,8 @@ class EngineBuild:
     precision_source: str
     """``fp16-onnx`` (strong typing), ``fp32-onnx`` or ``fp32-onnx+BuilderFlag.FP16`` (TensorRT < 10 fallback)."""
     profile: tuple[Shape, Shape, Shape]
+    outputs: tuple[str, ...] = (OUTPUT,)
+    """The network's output tensors, in order."""
 
 
 def profile_shapes(max_batch_size: int, opt_batch_size: int | None = None, size: int = SIZE) -> tuple[Shape, Shape, Shape]:
@@ -135,6 +142,9 @@ def build_engine(
     if not parser.parse_from_file(str(source)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ConverterError(f"TensorRT could not parse {source.name}: {errors}")
+    if not strongly_typed and precision == "fp16":
+        pin_map_fp32(trt, network, config)
+    outputs = tuple(network.get_output(i).name for i in range(network.num_outputs))
 
     shapes = profile_shapes(max_batch_size, opt_batch_size)
     profile = builder.create_optimization_profile()
@@ -163,7 +173,31 @@ def build_engine(
         strongly_typed=strongly_typed,
         precision_source=precision_source,
         profile=shapes,
+        outputs=outputs,
     )
+
+
+def pin_map_fp32(trt: Any, network: Any, config: Any) -> int:
+    """Keep the malignancy-map layers in FP32 in a weakly typed FP16 build; returns how many were pinned.
+
+    Only the TensorRT < 10 fallback needs it: with ``BuilderFlag.FP16`` TensorRT may run any layer in FP16
+    unless told otherwise, and the map is a 2048-term sum whose terms cancel.
+    """
+    pinned = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if not layer.name.startswith(MAP_PREFIX):
+            continue
+        layer.precision = trt.float32
+        for j in range(layer.num_outputs):
+            layer.set_output_type(j, trt.float32)
+        pinned += 1
+    for i in range(network.num_outputs):
+        if network.get_output(i).name == MALIGNANCY_MAP:
+            network.get_output(i).dtype = trt.float32
+    if pinned:
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    return pinned
 
 
 def engine_profile(plan: Path) -> tuple[Shape, Shape, Shape]:
@@ -175,24 +209,37 @@ def engine_profile(plan: Path) -> tuple[Shape, Shape, Shape]:
 
 
 def run_engine(plan: Path, images: np.ndarray, batch: int) -> np.ndarray:
-    """``TRAINING_PROBS`` of a plan on the GPU (device buffers via torch), in chunks of ``batch`` images."""
+    """``TRAINING_PROBS`` of a plan on the GPU, in chunks of ``batch`` images."""
+    return run_engine_outputs(plan, images, batch)[OUTPUT]
+
+
+def run_engine_outputs(plan: Path, images: np.ndarray, batch: int) -> dict[str, np.ndarray]:
+    """Every output of a plan on the GPU (device buffers via torch), in chunks of ``batch`` images.
+
+    Every output needs a device address before ``execute_async_v3``, whether or not it is read.
+    """
     trt = require_tensorrt()
     import torch
 
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(plan.read_bytes())
     context = engine.create_execution_context()
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
     # The stream torch copies on: execution is then ordered after the host-to-device copy.
     stream = torch.cuda.current_stream()
-    outs = []
+    outs: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
     for start in range(0, len(images), batch):
         chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch])).cuda()
         context.set_input_shape(INPUT, tuple(chunk.shape))
-        out = torch.empty(tuple(context.get_tensor_shape(OUTPUT)), dtype=torch.float32, device="cuda")
         context.set_tensor_address(INPUT, chunk.data_ptr())
-        context.set_tensor_address(OUTPUT, out.data_ptr())
+        buffers = {}
+        for name in outputs:
+            buffers[name] = torch.empty(tuple(context.get_tensor_shape(name)), dtype=torch.float32, device="cuda")
+            context.set_tensor_address(name, buffers[name].data_ptr())
         if not context.execute_async_v3(stream.cuda_stream):
             raise ConverterError("TensorRT inference failed while measuring the engine's drift")
         stream.synchronize()
-        outs.append(out.cpu().numpy())
-    return np.concatenate(outs)
+        for name, buffer in buffers.items():
+            outs[name].append(buffer.cpu().numpy())
+    return {name: np.concatenate(values) for name, values in outs.items()}

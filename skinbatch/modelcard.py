@@ -12,13 +12,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from skinbatch.contract import SCORE_OUTPUTS
+
 if TYPE_CHECKING:
+    from skinbatch.drift import ReferenceDistribution
     from skinbatch.imaging import Preprocessing
 
 FORMAT = "skinbatch-model-card/1"
 CARD_FILE = "model_card.json"
 CARD_PARAMETER = "model_card"
 ENSEMBLE_NAME = "skin_classifier"
+#: TODO(contract): ``Tensor.MALIGNANCY_MAP`` once skinbatch.contract has it.
+MALIGNANCY_MAP_OUTPUT = "MALIGNANCY_MAP"
 
 
 class ModelCardError(ValueError):
@@ -43,6 +48,16 @@ class ModelCard:
     created: str = ""
     notes: list[str] = field(default_factory=list)
     format: str = FORMAT
+    # -- added later: optional, so older cards still load ------------------------------------
+    outputs: list[str] = field(default_factory=lambda: [str(name) for name in SCORE_OUTPUTS])
+    """The ensemble's outputs. Older cards have none: they serve exactly the four score outputs. Ask for
+    ``MALIGNANCY_MAP`` only where it is listed (:attr:`serves_malignancy_map`)."""
+    malignancy_map: dict[str, Any] | None = None
+    """How the served ``MALIGNANCY_MAP`` is made: ``tensor``, ``shape`` ([h, w] grid), ``channels``,
+    ``malignant_classes``, ``features`` and ``method``; None where the repository serves no map."""
+    reference_distribution: dict[str, Any] | None = None
+    """P(malignant) on a validation set (``skinbatch.drift.ReferenceDistribution.to_dict()``), the
+    baseline of the score-drift PSI; None until one is embedded."""
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -60,6 +75,26 @@ class ModelCard:
     @property
     def input_size(self) -> int:
         return int(self.preprocessing.get("size", 299))
+
+    @property
+    def serves_malignancy_map(self) -> bool:
+        return MALIGNANCY_MAP_OUTPUT in self.outputs and self.malignancy_map is not None
+
+    @property
+    def malignancy_map_grid(self) -> tuple[int, int] | None:
+        """(h, w) of ``MALIGNANCY_MAP``, or None where the repository serves no map."""
+        if not self.serves_malignancy_map:
+            return None
+        height, width = self.malignancy_map["shape"]  # type: ignore[index]
+        return int(height), int(width)
+
+    def reference(self) -> ReferenceDistribution | None:
+        """The embedded reference distribution, parsed and checked; None where the card has none."""
+        if self.reference_distribution is None:
+            return None
+        from skinbatch.drift import ReferenceDistribution
+
+        return ReferenceDistribution.from_dict(self.reference_distribution)
 
     def preprocessing_spec(self) -> Preprocessing:
         from skinbatch.imaging import Preprocessing

@@ -35,12 +35,15 @@ def _io(model) -> tuple:
 
 def test_served_onnx_interface(converted) -> None:
     model = onnx.load(str(converted.onnx_fp32))
-    inp, out = _io(model)
+    (inp,), (out, cam) = model.graph.input, model.graph.output
     assert (inp.name, inp.type.tensor_type.elem_type) == ("IMAGE", onnx.TensorProto.UINT8)
     assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == ["batch", 299, 299, 3]
     assert (out.name, out.type.tensor_type.elem_type) == ("TRAINING_PROBS", onnx.TensorProto.FLOAT)
     assert [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] == ["batch", K]
-    assert model.graph.node[-1].op_type == "Softmax"
+    assert next(n for n in model.graph.node if "TRAINING_PROBS" in n.output).op_type == "Softmax"
+    # The map grid follows the input size: Mixed_7c is 8x8 for 299x299.
+    assert (cam.name, cam.type.tensor_type.elem_type) == ("MALIGNANCY_MAP", onnx.TensorProto.FLOAT)
+    assert [d.dim_param or d.dim_value for d in cam.type.tensor_type.shape.dim] == ["batch", 8, 8]
 
 
 @pytest.mark.parametrize("batch", [1, 3])

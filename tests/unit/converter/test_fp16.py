@@ -34,9 +34,10 @@ def _types(model) -> dict[str, int]:
 
 def test_io_types_are_kept(models) -> None:
     _, fp16 = models
-    (inp,), (out,) = fp16.graph.input, fp16.graph.output
+    (inp,), outs = fp16.graph.input, fp16.graph.output
     assert (inp.name, inp.type.tensor_type.elem_type) == ("IMAGE", onnx.TensorProto.UINT8)
-    assert (out.name, out.type.tensor_type.elem_type) == ("TRAINING_PROBS", onnx.TensorProto.FLOAT)
+    assert [(o.name, o.type.tensor_type.elem_type) for o in outs] == [
+        ("TRAINING_PROBS", onnx.TensorProto.FLOAT), ("MALIGNANCY_MAP", onnx.TensorProto.FLOAT)]
 
 
 def test_softmax_and_normalisation_stay_fp32(models) -> None:
