@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -12,11 +13,11 @@ import click
 
 from skinbatch.logs import configure_logging
 
-from .config import ENV_PREFIX, ConsumerConfig
+from skinbatch.connect.kafka import COMPRESSION_TYPES
+from skinbatch.connect.options import KAFKA_OPTIONS, TRITON_OPTIONS, OptionSpec, env_name
+from skinbatch.contract import EXIT_CODE_EPILOG, SkinbatchError
 
-
-def _env(name: str) -> str:
-    return ENV_PREFIX + name.upper()
+from .config import ConsumerConfig
 
 
 # Fields without a default (MISSING) are required flags; factory defaults are computed at run time.
@@ -28,16 +29,27 @@ def _opt(name: str, help_text: str, **kw: object):  # type: ignore[no-untyped-de
     if "default" not in kw and name in _DEFAULTS and _DEFAULTS[name] is not None:
         kw["default"] = _DEFAULTS[name]
         kw.setdefault("show_default", True)
-    return click.option(flag, name, envvar=_env(name), show_envvar=True, help=help_text, **kw)
+    return click.option(flag, name, envvar=env_name(name), show_envvar=True, help=help_text, **kw)
 
 
-@click.command()
-@_opt("bootstrap_servers", "Kafka bootstrap servers, host:port[,host:port].", required=True)
-@_opt("triton_url", "Triton gRPC endpoint, host:port.", required=True)
+def _shared(specs: tuple[OptionSpec, ...], required: str):  # type: ignore[no-untyped-def]
+    """The options every command shares (skinbatch.connect.options), flat, as ConsumerConfig fields."""
+
+    def decorate(fn):  # type: ignore[no-untyped-def]
+        for spec in reversed(specs):
+            fn = spec.decorator(**({"required": True} if spec.name == required else {}))(fn)
+        return fn
+
+    return decorate
+
+
+@click.command(epilog=EXIT_CODE_EPILOG)
 @_opt("request_topic", "Topic with image requests.")
 @_opt("result_topic", "Topic for scores.")
 @_opt("dead_letter_topic", "Topic for rejected inputs, with the reason.")
 @_opt("group_id", "Kafka consumer group; every member shares the work.")
+@_opt("compression_type", "Codec of the results and dead letters this consumer produces.",
+      type=click.Choice(COMPRESSION_TYPES))
 @_opt("archive_root", "Folder that {\"uri\": ...} references resolve under (refused without it).",
       type=click.Path(exists=True, file_okay=False))
 @_opt("model", "Ensemble to call.")
@@ -52,19 +64,7 @@ def _opt(name: str, help_text: str, **kw: object):  # type: ignore[no-untyped-de
 @_opt("client_id", "Kafka client id.")
 @_opt("session_timeout_ms", "Group session timeout: how soon a crashed member's partitions move.", type=int)
 @_opt("fetch_stall_s", "Seconds records may wait unfetched on assigned partitions before the consumer rejoins "
-      "its group; as long again, and it exits 3 for its supervisor to restart it (0 disables).", type=float)
-@_opt("security_protocol", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
-      type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]))
-@_opt("sasl_mechanism", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.", default=None)
-@_opt("sasl_username", "SASL user.", default=None)
-@_opt("sasl_password", "SASL password (prefer the environment variable).", default=None)
-@_opt("ssl_cafile", "CA bundle for TLS.", default=None)
-@_opt("ssl_certfile", "Client certificate for mutual TLS.", default=None)
-@_opt("ssl_keyfile", "Client key for mutual TLS.", default=None)
-@_opt("triton_ssl", "Connect to Triton's gRPC endpoint over TLS.", is_flag=True, default=False)
-@_opt("triton_ca", "CA bundle for Triton's TLS certificate.", default=None)
-@_opt("triton_cert", "Client certificate for mutual TLS with Triton.", default=None)
-@_opt("triton_key", "Client key for mutual TLS with Triton.", default=None)
+      "its group; as long again, and it exits 10 for its supervisor to restart it (0 disables).", type=float)
 @_opt("dicomweb_url", "DICOMweb root of the PACS/VNA that DICOMweb requests name instances in "
       "(QIDO-RS, WADO-RS, STOW-RS), e.g. https://pacs.example.org/dicom-web.", default=None)
 @_opt("dicomweb_user", "User for HTTP basic authentication at the archive.", default=None)
@@ -75,27 +75,39 @@ def _opt(name: str, help_text: str, **kw: object):  # type: ignore[no-untyped-de
 @_opt("dicomweb_timeout_s", "Read timeout of one archive request, in seconds.", type=float)
 @_opt("store_results", "Store a DICOM Structured Report with the scores of each instance retrieved "
       "from the archive back into its study (STOW-RS).", is_flag=True, default=False)
-@click.option("--log-level", envvar=_env("log_level"), show_envvar=True, default="INFO", show_default=True)
+@_shared(TRITON_OPTIONS, required="triton_url")
+@_shared(KAFKA_OPTIONS, required="bootstrap_servers")
+@click.option("--log-level", envvar=env_name("log_level"), show_envvar=True, default="INFO", show_default=True)
 def consume(log_level: str, **options: object) -> None:
     """Score images streamed through Kafka, at least once.
 
     Results go to the result topic keyed by request id; bad input goes to the dead-letter topic
     with a reason. SIGTERM or Ctrl-C drains in-flight work, commits and exits 0. Exit 1: repeated
-    internal decoder failures; exit 3: Kafka stopped delivering waiting records; exit 4: Triton began
-    serving another model version. After 3 or 4, restart the process: nothing is lost.
+    internal decoder failures; 6, 12, 13: Kafka refused, credentials refused, TLS failed (at
+    start-up, within 30 s); 9: Triton began serving another model version; 10: Kafka stopped
+    delivering waiting records; 11: a record batch in a codec this install cannot read. After 9 or 10
+    the supervisor restarts the process: nothing is lost.
     """
     configure_logging(log_level)
     values = {k: v for k, v in options.items() if v is not None}
     config = ConsumerConfig(**values)  # type: ignore[arg-type]
     try:
-        config.dicomweb_settings()
+        config.validate()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     if config.metrics_port == 0:
         config.metrics_port = None
 
     from .metrics import ConsumerMetrics
-    from .service import ScoringConsumer
+    from .service import ScoringConsumer, preflight
+
+    try:
+        preflight(config)
+    except SkinbatchError as exc:
+        logging.getLogger("skinbatch.consumer").critical("%s", exc, extra={"event": "preflight",
+                                                                         "exit_code": int(exc.exit_code)})
+        click.echo(f"skinbatch consume: {exc}", err=True)
+        sys.exit(int(exc.exit_code))
 
     metrics = ConsumerMetrics()
     if config.metrics_port:

@@ -6,7 +6,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-ENV_PREFIX = "SKINBATCH_"
+from skinbatch.connect.kafka import COMPRESSION_TYPES, KafkaConnection
+from skinbatch.connect.options import KAFKA_FIELDS, TritonTarget
+from skinbatch.connect.triton import TritonTLS, parse_triton_url
+from skinbatch.contract import ConfigurationError
+
 
 
 @dataclass
@@ -41,17 +45,22 @@ class ConsumerConfig:
     fetch_stall_s: float = 120.0
     """How long records may wait unfetched on assigned, unpaused partitions before the consumer rejoins its
     group; as long again after that, and it exits with status 3 for its supervisor to restart it (0 disables)."""
-    # Kafka security, passed through to kafka-python unchanged.
+    # Kafka security: the options every command shares (skinbatch.connect.options, docs/deploy.md).
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: str | None = field(default=None, repr=False)
+    sasl_oauth_token_file: str | None = None
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    ssl_password: str | None = field(default=None, repr=False)
+    ssl_check_hostname: bool = True
+    compression_type: str = "lz4"
+    """Codec of the records this consumer produces (results, dead letters). lz4: JSON results shrink
+    several-fold at a cost of microseconds per batch, and every mainstream client reads it."""
 
-    # Triton gRPC over TLS.
-    triton_ssl: bool = False
+    # TLS to Triton (with a grpcs:// or https:// --triton-url).
     triton_ca: str | None = None
     triton_cert: str | None = None
     triton_key: str | None = None
@@ -72,29 +81,31 @@ class ConsumerConfig:
         """``DicomWebSettings`` for the archive, or None without ``dicomweb_url``; ValueError if inconsistent."""
         if not self.dicomweb_url:
             if self.store_results:
-                raise ValueError("--store-results needs --dicomweb-url: the reports are stored in that archive")
+                raise ConfigurationError("--store-results needs --dicomweb-url: the reports are stored in that archive")
             return None
         from skinbatch.dicomweb.client import DicomWebSettings
 
         return DicomWebSettings.from_values(self.dicomweb_url, self.dicomweb_user, self.dicomweb_password,
                                             self.dicomweb_token, read_timeout_s=self.dicomweb_timeout_s)
 
-    def triton_tls(self) -> dict[str, Any]:
-        """Keyword arguments for ``TritonScorer`` (tritonclient's gRPC TLS options)."""
-        if not self.triton_ssl:
-            return {}
-        return {"ssl": True, "root_certificates": self.triton_ca, "certificate_chain": self.triton_cert,
-                "private_key": self.triton_key}
+    def triton_target(self) -> TritonTarget:
+        """The parsed ``--triton-url`` and its TLS files; ConfigurationError if they do not fit."""
+        endpoint = parse_triton_url(self.triton_url)
+        tls = TritonTLS(ca=self.triton_ca, cert=self.triton_cert, key=self.triton_key)
+        tls.check(endpoint)
+        return TritonTarget(endpoint, tls)
 
-    def kafka_security(self) -> dict[str, Any]:
-        """kafka-python keyword arguments for TLS and SASL; empty values are left out."""
-        opts: dict[str, Any] = {
-            "security_protocol": self.security_protocol,
-            "sasl_mechanism": self.sasl_mechanism,
-            "sasl_plain_username": self.sasl_username,
-            "sasl_plain_password": self.sasl_password,
-            "ssl_cafile": self.ssl_cafile,
-            "ssl_certfile": self.ssl_certfile,
-            "ssl_keyfile": self.ssl_keyfile,
-        }
-        return {k: v for k, v in opts.items() if v is not None}
+    def kafka_connection(self, check_files: bool = True) -> KafkaConnection:
+        """The Kafka settings shared with every command; ConfigurationError if they do not fit."""
+        conn = KafkaConnection(**{name: getattr(self, name) for name in KAFKA_FIELDS})
+        conn.validate(check_files)
+        return conn
+
+    def validate(self) -> None:
+        """Every setting that can be checked before connecting; ConfigurationError naming the flag."""
+        self.triton_target()
+        self.kafka_connection()
+        self.dicomweb_settings()
+        if self.compression_type not in COMPRESSION_TYPES:
+            raise ConfigurationError(f"--compression-type {self.compression_type!r}: use one of "
+                                     f"{', '.join(COMPRESSION_TYPES)}")

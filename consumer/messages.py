@@ -10,6 +10,13 @@ from skinbatch.modelcard import ModelCard
 from skinbatch.scoring import Scores
 
 UNTRAINED_WARNING = "untrained model: these scores are random and must not be used clinically"
+MAX_DEAD_LETTER_ID = 1024
+MAX_DEAD_LETTER_MESSAGE = 2000
+"""Dead letters stay small whatever the input carried, so they always fit the dead-letter topic."""
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _now() -> str:
@@ -56,9 +63,9 @@ def dead_letter_message(
     *, request_id: str, error_type: str, error_message: str, src: dict[str, Any], input_info: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     msg: dict[str, Any] = {
-        "request_id": request_id,
+        "request_id": _bounded(request_id, MAX_DEAD_LETTER_ID),
         "status": "rejected",
-        "error": {"type": error_type, "message": error_message},
+        "error": {"type": str(error_type), "message": _bounded(error_message, MAX_DEAD_LETTER_MESSAGE)},
         "source": src,
         "rejected_at": _now(),
     }

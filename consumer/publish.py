@@ -10,6 +10,10 @@ from pathlib import Path
 
 import click
 
+from skinbatch.connect.kafka import COMPRESSION_TYPES, KafkaConnection, probe_kafka
+from skinbatch.connect.options import kafka_options
+from skinbatch.contract import EXIT_CODE_EPILOG, ExitCode, KafkaProblem
+
 def iter_files(paths: list[Path]) -> Iterator[Path]:
     """Files as given, and folders walked recursively in a stable order (hidden files skipped)."""
     for path in paths:
@@ -23,11 +27,14 @@ def iter_files(paths: list[Path]) -> Iterator[Path]:
             yield path
 
 
-@click.command()
+@click.command(epilog=EXIT_CODE_EPILOG)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--bootstrap-servers", envvar="SKINBATCH_BOOTSTRAP_SERVERS", show_envvar=True, required=True)
+@kafka_options()
 @click.option("--topic", envvar="SKINBATCH_REQUEST_TOPIC", show_envvar=True, default="skinbatch.requests",
               show_default=True)
+@click.option("--compression-type", type=click.Choice(COMPRESSION_TYPES), default="none", show_default=True,
+              help="Codec of the request records. JPEG and compressed DICOM do not shrink, so none by default; "
+                   "uncompressed DICOM halves with lz4 or zstd. The consumer reads every codec.")
 @click.option("--by-reference", is_flag=True, help="Send {\"uri\": ...} references instead of the bytes.")
 @click.option("--archive-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="With --by-reference: references are made relative to this folder (the consumer's root).")
@@ -38,23 +45,31 @@ def iter_files(paths: list[Path]) -> Iterator[Path]:
 @click.option("--max-request-bytes", default=64 * 1024 * 1024, show_default=True,
               help="Client-side limit; the broker's own message.max.bytes also applies.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
-def publish(paths: tuple[Path, ...], bootstrap_servers: str, topic: str, by_reference: bool,
+def publish(paths: tuple[Path, ...], kafka: KafkaConnection, topic: str, compression_type: str, by_reference: bool,
             archive_root: Path | None, key_mode: str, max_request_bytes: int, as_json: bool) -> None:
     """Send image files and folders (DICOM, JPEG, PNG) as scoring requests.
 
-    Exit code 0 when every file was acknowledged by the broker, 1 when some were refused (for
-    example over the broker's size limit: send those --by-reference), 2 on bad usage.
+    Exit code 0 when every file was acknowledged by the broker, 3 when some were refused (for
+    example over the broker's size limit: send those --by-reference), 2 on bad usage, 6, 12 or 13
+    when Kafka refused the connection, the credentials or the TLS handshake.
     """
     from kafka import KafkaProducer
 
     if by_reference and archive_root is None:
         raise click.UsageError("--by-reference needs --archive-root, the folder the consumer resolves references under")
     root = archive_root.resolve() if archive_root else None
+    try:
+        probe_kafka(kafka)
+    except KafkaProblem as exc:
+        click.echo(f"publish: {exc}", err=True)
+        sys.exit(int(exc.exit_code))
     # Not idempotent: kafka-python 3.0's idempotent producer stays failed after one message the broker
     # refuses as too large, and here one oversized file must not stop the rest. A retried send may
     # duplicate a request, which the consumer's at-least-once contract already allows.
-    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=False,
-                             linger_ms=10, max_request_size=max_request_bytes, client_id="skinbatch-publish")
+    producer = KafkaProducer(acks="all", enable_idempotence=False, linger_ms=10, max_request_size=max_request_bytes,
+                             client_id="skinbatch-publish",
+                             compression_type=None if compression_type == "none" else compression_type,
+                             **kafka.client_kwargs())
     sent, failed = 0, []
     pending = []
     for n, path in enumerate(iter_files(list(paths))):
@@ -94,7 +109,7 @@ def publish(paths: tuple[Path, ...], bootstrap_servers: str, topic: str, by_refe
         click.echo(f"sent {sent} request(s) to {topic}")
         for f in failed:
             click.echo(f"  not sent: {f['file']}: {f['error']}", err=True)
-    sys.exit(1 if failed else 0)
+    sys.exit(int(ExitCode.PARTIAL if failed else ExitCode.OK))
 
 
 def _explain(exc: Exception) -> str:

@@ -32,8 +32,10 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
+from skinbatch.connect.kafka import check_codecs, codec_problem, probe_kafka
+from skinbatch.contract import ErrorType, ExitCode, KafkaProblem
 from skinbatch.modelcard import ModelCard
-from skinbatch.scoring import Scores, ServedModelChanged, TritonScorer, TritonUnavailable
+from skinbatch.scoring import Scores, ServedModelChanged, TritonScorer, TritonTLSError, TritonUnavailable
 
 from . import messages
 from .config import ConsumerConfig
@@ -43,13 +45,11 @@ from .fanout import DicomWebFanOut
 from .jobs import Job
 from .metrics import ConsumerMetrics
 from .offsets import OffsetTracker
+from .producer import RecordTooLarge, ResultProducer, read_record_limits
 from .requests import Request, parse_request
-from .watchdog import EXIT_FETCH_STALLED, FetchWatchdog, Verdict
+from .watchdog import FetchWatchdog, Verdict
 
 log = logging.getLogger("skinbatch.consumer")
-
-EXIT_MODEL_CHANGED = 4
-"""Exit status of a consumer that found Triton serving another model version than its model card's."""
 
 CARD_CHECK_TICKS = 12
 """The served model card is re-read every this many statistics samples (5 s each): once a minute."""
@@ -98,7 +98,7 @@ class ScoringConsumer(DicomWebFanOut):
         """Set when in-flight work must not be finished (the served model changed): exit without a drain."""
         self._instance = f"{socket.gethostname()}/{os.getpid()}"
         self._consumer: KafkaConsumer | None = None
-        self._producer: KafkaProducer | None = None
+        self._producer: ResultProducer | None = None
         self._pool: ProcessPoolExecutor | None = None
         self._scorer: TritonScorer | None = None
         self._init_fan_out()
@@ -117,8 +117,14 @@ class ScoringConsumer(DicomWebFanOut):
         # The pool is made before any gRPC channel exists: forking a process that holds one is unsafe.
         self._pool = self._new_pool()
         self._open_archive()
-        self._scorer = TritonScorer(cfg.triton_url, model=cfg.model, timeout_s=cfg.triton_timeout_s, **cfg.triton_tls())
-        self.card = self._wait_for_model()
+        target = cfg.triton_target()
+        self._scorer = TritonScorer(target.endpoint, model=cfg.model, timeout_s=cfg.triton_timeout_s, tls=target.tls)
+        try:
+            self.card = self._wait_for_model()
+        except TritonTLSError as exc:
+            log.critical("cannot speak to Triton: %s", exc, extra={"event": "triton_tls", "exit_code": int(exc.exit_code)})
+            self._shutdown_pool()
+            return int(exc.exit_code)
         if self.card is None:
             self._shutdown_pool()
             return 0
@@ -129,14 +135,10 @@ class ScoringConsumer(DicomWebFanOut):
                                         "preprocessing": self._preprocessing.to_dict()})
         if not self.card.trained:
             log.warning("serving an UNTRAINED model: scores are random", extra={"event": "untrained"})
-        security = cfg.kafka_security()
-        self._producer = KafkaProducer(
-            bootstrap_servers=cfg.bootstrap_servers, client_id=cfg.client_id, acks="all",
-            enable_idempotence=True, linger_ms=5, max_request_size=max(cfg.max_message_bytes, 1 << 20),
-            **security,
-        )
+        security = cfg.kafka_connection().client_kwargs()
+        self._producer = self._new_producer(security)
         self._consumer = KafkaConsumer(
-            bootstrap_servers=cfg.bootstrap_servers, group_id=cfg.group_id, client_id=cfg.client_id,
+            group_id=cfg.group_id, client_id=cfg.client_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_records=max(1, min(cfg.max_in_flight, 500)),
             session_timeout_ms=cfg.session_timeout_ms, heartbeat_interval_ms=max(1000, cfg.session_timeout_ms // 4),
@@ -161,6 +163,29 @@ class ScoringConsumer(DicomWebFanOut):
         return self._exit_code
 
     # -- start-up ----------------------------------------------------------------------------
+    def _new_producer(self, security: dict[str, Any]) -> ResultProducer:
+        """Idempotent, acks=all, compressed; sized under the result and dead-letter topics' limits."""
+        cfg = self.config
+        topics = [cfg.result_topic, cfg.dead_letter_topic]
+
+        def make(**sizes: int) -> KafkaProducer:
+            return KafkaProducer(client_id=cfg.client_id, acks="all", enable_idempotence=True, linger_ms=5,
+                                 compression_type=None if cfg.compression_type == "none" else cfg.compression_type,
+                                 **sizes, **security)
+
+        def limits() -> dict[str, int]:
+            from kafka import KafkaAdminClient
+
+            admin = KafkaAdminClient(client_id=f"{cfg.client_id}-limits", **security)
+            try:
+                return read_record_limits(admin, topics)
+            finally:
+                admin.close()
+
+        producer = ResultProducer(make, limits)
+        producer.check_limits()
+        return producer
+
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=self.config.decode_workers, mp_context=get_context("spawn"),
                                    initializer=decode_worker_init)
@@ -199,7 +224,7 @@ class ScoringConsumer(DicomWebFanOut):
             self._handle_events(timeout=0.05)
         else:
             self._next_paused_poll = now + 0.1
-            records = self._consumer.poll(timeout_ms=10 if busy else 200)
+            records = self._poll(timeout_ms=10 if busy else 200)
             self._delivered.update(tp for tp, batch in records.items() if batch)
             for tp, batch in records.items():
                 for record in batch:
@@ -210,6 +235,31 @@ class ScoringConsumer(DicomWebFanOut):
             self._next_gauges = now + 1.0
             self._update_gauges()
         self._watch_fetching()
+
+    def _poll(self, timeout_ms: int) -> dict[TopicPartition, list[Any]]:
+        """kafka-python's poll; a batch in a codec this install cannot decode stops the consumer.
+
+        Nothing of that batch was accepted, so the done prefix ends before it: the drain commits only
+        that prefix, nothing is dead-lettered, and the restarted consumer (with the codec installed)
+        reads the batch again.
+        """
+        from kafka.errors import UnsupportedCodecError
+
+        assert self._consumer is not None
+        try:
+            return self._consumer.poll(timeout_ms=timeout_ms)
+        except UnsupportedCodecError as exc:
+            problem = codec_problem(exc)
+            self._fail(problem, "kafka_codec")
+            return {}
+
+    def _fail(self, problem: KafkaProblem, event: str) -> None:
+        """Stop with the problem's exit code and one line saying why; what is done is still committed."""
+        if self._exit_code == 0:
+            log.critical("%s", problem, extra={"event": event, "exit_code": int(problem.exit_code)})
+            self.metrics.errors.labels(event).inc()
+            self._exit_code = int(problem.exit_code)
+        self._stop.set()
 
     def _handle_events(self, timeout: float) -> None:
         try:
@@ -289,7 +339,7 @@ class ScoringConsumer(DicomWebFanOut):
                 # ...but a run of them is a broken deployment, not bad input: stop before the whole
                 # stream is dead-lettered. This message stays uncommitted and is redelivered.
                 log.critical("repeated internal decode failures; stopping", extra={"event": "circuit_open"})
-                self._exit_code = 1
+                self._exit_code = int(ExitCode.INTERNAL)
                 self._stop.set()
                 return
             decoded = ModelInput(error_type="internal_error", error_message=f"{type(exc).__name__}: {exc}")
@@ -386,8 +436,8 @@ class ScoringConsumer(DicomWebFanOut):
         log.critical("Triton serves another model version than the model card read at start-up; exiting so "
                      "that a restart reads the new card", extra={"event": "model_changed", "served": error.served,
                                                                  "card_version": error.card_version,
-                                                                 "exit_code": EXIT_MODEL_CHANGED})
-        self._exit_code = EXIT_MODEL_CHANGED
+                                                                 "exit_code": int(ExitCode.MODEL_CHANGED)})
+        self._exit_code = int(ExitCode.MODEL_CHANGED)
         self._stop.set()
 
     def _triton_fault(self, job: Job, i: int, error: Exception | None) -> None:
@@ -458,7 +508,7 @@ class ScoringConsumer(DicomWebFanOut):
         msg = messages.dead_letter_message(request_id=request_id, error_type=error_type, error_message=message,
                                            src=job.source, input_info=input_info)
         job.outcome = "rejected"
-        self._send(job, self.config.dead_letter_topic, [(request_id, msg)])
+        self._send(job, self.config.dead_letter_topic, [(msg["request_id"], msg)])
 
     def _send(self, job: Job, topic: str, out: list[tuple[str, dict[str, Any]]]) -> None:
         assert self._producer is not None
@@ -469,7 +519,10 @@ class ScoringConsumer(DicomWebFanOut):
     def _produce_one(self, job: Job, topic: str, key: str, msg: dict[str, Any]) -> None:
         assert self._producer is not None
         try:
-            future = self._producer.send(topic, key=key.encode("utf-8"), value=messages.encode(msg))
+            future = self._producer.send(topic, key.encode("utf-8"), messages.encode(msg))
+        except RecordTooLarge as exc:
+            self._too_large(job, topic, key, msg, exc)
+            return
         except Exception as exc:  # noqa: BLE001 - buffer full or broker gone: retry, never drop
             self._on_produced(job, topic, key, msg, exc)
             return
@@ -478,6 +531,8 @@ class ScoringConsumer(DicomWebFanOut):
 
     def _on_produced(self, job: Job, topic: str, key: str, msg: dict[str, Any], error: Exception | None) -> None:
         if error is not None:
+            assert self._producer is not None
+            self._producer.failed(error)
             if not self._current(job):
                 return
             self.metrics.retries.labels("produce").inc()
@@ -496,6 +551,24 @@ class ScoringConsumer(DicomWebFanOut):
             self._child_done(job)
             return
         self._message_done(job)
+
+    def _too_large(self, job: Job, topic: str, key: str, msg: dict[str, Any], exc: RecordTooLarge) -> None:
+        """A result over the topic's limit becomes a (small) dead letter that says so: never dropped,
+        never sent to poison the producer."""
+        if topic == self.config.dead_letter_topic:
+            # Dead letters are bounded (messages.dead_letter_message); this one still is not: stop rather
+            # than loop. Its message stays uncommitted and is redelivered after the limit is raised.
+            self._fail(KafkaProblem(f"a dead letter does not fit topic {topic!r}: {exc}; raise its max.message.bytes",
+                                    kind="refused"), "dead_letter_too_large")
+            return
+        log.error("a result is over the result topic's size limit; dead-lettering it",
+                  extra={"event": "result_too_large", "bytes": exc.size, "limit": exc.limit, **job.source})
+        dead = messages.dead_letter_message(
+            request_id=key, error_type=ErrorType.RESULT_TOO_LARGE, src=job.source,
+            error_message=f"{exc}. The image was scored; raise the topic's limit and send the request again",
+            input_info=msg.get("input"))
+        self.metrics.errors.labels(ErrorType.RESULT_TOO_LARGE).inc()
+        self._produce_one(job, self.config.dead_letter_topic, dead["request_id"], dead)
 
     def _message_done(self, job: Job) -> None:
         if not self.tracker.finished(job.tp, job.offset):
@@ -624,8 +697,9 @@ class ScoringConsumer(DicomWebFanOut):
             log.critical("Kafka still delivers nothing after rejoining the group (or the rejoin never finished); "
                          "exiting so that a new process takes over",
                          extra={"event": "fetch_stalled_exit", "partitions": stalled,
-                                "rejoin_pending": wd.rejoin_started is not None, "exit_code": EXIT_FETCH_STALLED})
-            self._exit_code = EXIT_FETCH_STALLED
+                                "rejoin_pending": wd.rejoin_started is not None,
+                                "exit_code": int(ExitCode.FETCH_STALLED)})
+            self._exit_code = int(ExitCode.FETCH_STALLED)
             self._stop.set()
 
     def _fetch_backlog(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int] | None:
@@ -672,8 +746,8 @@ class ScoringConsumer(DicomWebFanOut):
     def _sample_triton_statistics(self) -> None:
         """Average batch size Triton formed for the Inception model, from its statistics, every 5 s."""
         assert self._scorer is not None
-        scorer = TritonScorer(self.config.triton_url, model=self.config.model, timeout_s=5,
-                              **self.config.triton_tls())
+        target = self.config.triton_target()
+        scorer = TritonScorer(target.endpoint, model=self.config.model, timeout_s=5, tls=target.tls)
         last: tuple[int, int] | None = None
         ticks = 0
         while not self._stop.wait(5.0):
@@ -757,6 +831,16 @@ class ScoringConsumer(DicomWebFanOut):
         log.info("stopped", extra={"event": "stop"})
 
 
+def preflight(config: ConsumerConfig) -> None:
+    """Before any work: every codec decodes, and Kafka accepts these settings (within 30 s).
+
+    Raises :class:`skinbatch.contract.KafkaProblem`: a missing codec package, a refused connection, an
+    untrusted certificate or refused credentials, each with its own exit code and what to do next.
+    """
+    check_codecs()
+    probe_kafka(config.kafka_connection())
+
+
 def _fallback_id(record: Any) -> str:
     from .requests import explicit_request_id
 
@@ -780,4 +864,4 @@ def _input_info(d: ModelInput) -> dict[str, Any]:
     return info
 
 
-__all__ = ["ScoringConsumer"]
+__all__ = ["ScoringConsumer", "preflight"]

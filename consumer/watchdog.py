@@ -12,7 +12,7 @@ ends. When a partition's backlog sits undelivered for ``stall_after_s`` it asks 
 service rejoins the group, which gives it a fresh assignment and fresh fetch positions); if a backlog
 is still undelivered ``stall_after_s`` of fetchable time later, or if the rejoin itself does not end
 in an assignment within ``stall_after_s``, it asks for an exit: the process stops with
-:data:`EXIT_FETCH_STALLED`, the orchestrator restarts it, and uncommitted messages are redelivered to
+:attr:`skinbatch.contract.ExitCode.FETCH_STALLED`, the orchestrator restarts it, and uncommitted messages are redelivered to
 the new member (at least once).
 
 Not a stall: a paused consumer (backpressure, Triton or the archive down, draining), a partition with
@@ -25,10 +25,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Collection, Hashable, Mapping
 from dataclasses import dataclass, field
-
-EXIT_FETCH_STALLED = 3
-"""Exit status of a consumer that stopped because Kafka no longer delivered its backlog."""
-
 
 class Verdict(enum.Enum):
     OK = "ok"
@@ -93,4 +89,4 @@ class FetchWatchdog:
         return list(self.stalled_since)
 
 
-__all__ = ["EXIT_FETCH_STALLED", "FetchWatchdog", "Verdict"]
+__all__ = ["FetchWatchdog", "Verdict"]

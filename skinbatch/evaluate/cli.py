@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from skinbatch.modelcard import ENSEMBLE_NAME
-from skinbatch.status.exitcodes import EPILOG, ExitCode
+from skinbatch.connect.options import TritonTarget, triton_options
+from skinbatch.contract import ENSEMBLE, EXIT_CODE_EPILOG, ExitCode
 from skinbatch.status.health import check_triton
 from skinbatch.triage.progress import Progress
 from skinbatch.triage.run import RunOptions, Runner, default_workers
@@ -27,11 +27,10 @@ def _err(message: str) -> None:
     click.echo(f"evaluate: {message}", err=True)
 
 
-@click.command("evaluate", epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("evaluate", epilog=EXIT_CODE_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--labels", "labels_csv", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV with columns path,label; label = any node of the taxonomy; paths relative to the CSV.")
-@click.option("--triton-url", envvar="SKINBATCH_TRITON_URL", show_envvar=True, required=True,
-              help="Triton gRPC endpoint, host:port.")
+@triton_options()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for metrics.json, scores.csv, the PNG plots and summary.md / summary.html. "
                    "Scores are kept there, so a re-run only scores what is new.")
@@ -45,13 +44,13 @@ def _err(message: str) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--plots/--no-plots", default=True, show_default=True,
               help="PNG figures (need matplotlib: `pip install 'skinbatch[report]'`).")
-@click.option("--model", default=ENSEMBLE_NAME, show_default=True, help="The ensemble to call.")
+@click.option("--model", default=ENSEMBLE, show_default=True, help="The ensemble to call.")
 @click.option("--workers", type=click.IntRange(min=1), default=default_workers, show_default="CPUs - 1",
               help="Decoding processes.")
 @click.option("--progress/--no-progress", "show_progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the headline metrics as JSON on stdout.")
-def evaluate(labels_csv: Path, triton_url: str, out_dir: Path, taxonomy_path: Path | None,
+def evaluate(labels_csv: Path, triton: TritonTarget, out_dir: Path, taxonomy_path: Path | None,
              thresholds: tuple[float, ...], n_boot: int, seed: int, plots: bool, model: str, workers: int,
              show_progress: bool | None, as_json: bool) -> None:
     """Score a labelled set and report ROC/AUC, sensitivity/specificity, 3-way and 9-way accuracy.
@@ -65,14 +64,14 @@ def evaluate(labels_csv: Path, triton_url: str, out_dir: Path, taxonomy_path: Pa
             import matplotlib  # noqa: F401
         except ImportError:
             raise click.UsageError("plots need matplotlib: `pip install 'skinbatch[report]'`, or pass --no-plots") from None
-    health = check_triton(triton_url, model=model)
+    health = check_triton(triton, model=model)
     if health.exit_code != ExitCode.OK:
         for problem in health.problems:
             _err(problem)
         sys.exit(int(health.exit_code))
     chosen_thresholds = list(thresholds) or [0.5]
     out_dir = out_dir.resolve()
-    options = RunOptions(triton_url=triton_url, model=model, workers=workers, keep_training=True)
+    options = RunOptions(triton=triton, model=model, workers=workers, keep_training=True)
     with Runner(options) as runner:
         card = runner.card
         try:

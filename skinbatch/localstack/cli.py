@@ -1,7 +1,8 @@
 """``skinbatch localstack``: run the local Apache Kafka broker in the foreground.
 
-Exit codes: 0 after a clean stop (Ctrl-C or SIGTERM), 1 if the broker died on its own, 2 for bad
-arguments, 3 if Java or Maven is missing or the jars could not be fetched, 4 if the broker did not start.
+Exit codes (skinbatch.contract.ExitCode): 0 after a clean stop (Ctrl-C or SIGTERM), 2 for bad arguments,
+14 if Java or Maven is missing or the jars could not be fetched, 15 if the broker did not start, 16 if it
+died on its own.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from types import FrameType
 
 import click
 
+from skinbatch.contract import ExitCode
 from skinbatch.localstack.kafka import (
     DEFAULT_MESSAGE_MAX_BYTES,
     KafkaBroker,
@@ -24,9 +26,9 @@ from skinbatch.localstack.kafka import (
     kafka_version,
 )
 
-EXIT_BROKER_DIED = 1
-EXIT_SETUP = 3
-EXIT_START = 4
+EXIT_BROKER_DIED = int(ExitCode.SERVER_DIED)
+EXIT_SETUP = int(ExitCode.ENVIRONMENT)
+EXIT_START = int(ExitCode.START_FAILED)
 
 
 class _BrokerDied(click.ClickException):

@@ -1,6 +1,10 @@
-"""Scoring images on the ``skin_classifier`` ensemble served by Triton."""
+"""Scoring images on the ``skin_classifier`` ensemble served by Triton, over gRPC or HTTP."""
 
-from .client import ServedModelChanged, TritonScorer, TritonUnavailable, grpc_target
+from skinbatch.contract import ServedModelChanged, TritonUnavailable
+
+from .client import TritonScorer
 from .scores import OUTPUTS, Scores, scores_from_outputs
+from .transport import Answer, Transport, TritonTLSError, open_transport
 
-__all__ = ["OUTPUTS", "Scores", "ServedModelChanged", "TritonScorer", "TritonUnavailable", "grpc_target", "scores_from_outputs"]
+__all__ = ["OUTPUTS", "Answer", "Scores", "ServedModelChanged", "Transport", "TritonScorer", "TritonTLSError",
+           "TritonUnavailable", "open_transport", "scores_from_outputs"]

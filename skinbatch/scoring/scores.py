@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from skinbatch.contract import SCORE_OUTPUTS, Tensor
 from skinbatch.modelcard import ModelCard
 
-OUTPUTS = ("TRAINING_PROBS", "COARSE_PROBS", "FINE_PROBS", "MALIGNANCY")
+OUTPUTS = SCORE_OUTPUTS
 TOP_K = 5
 
 
@@ -34,10 +35,10 @@ class Scores:
 
 def scores_from_outputs(outputs: dict[str, np.ndarray], card: ModelCard) -> list[Scores]:
     """One ``Scores`` per row of a batch of ensemble outputs."""
-    training = np.asarray(outputs["TRAINING_PROBS"], dtype=np.float32)
-    coarse = np.asarray(outputs["COARSE_PROBS"], dtype=np.float32)
-    fine = np.asarray(outputs["FINE_PROBS"], dtype=np.float32)
-    malignancy = np.asarray(outputs["MALIGNANCY"], dtype=np.float32).reshape(-1)
+    training = np.asarray(outputs[Tensor.TRAINING_PROBS], dtype=np.float32)
+    coarse = np.asarray(outputs[Tensor.COARSE_PROBS], dtype=np.float32)
+    fine = np.asarray(outputs[Tensor.FINE_PROBS], dtype=np.float32)
+    malignancy = np.asarray(outputs[Tensor.MALIGNANCY], dtype=np.float32).reshape(-1)
     classes, coarse_labels, fine_labels = card.training_classes, card.coarse_labels, card.fine_labels
     if training.shape[1] != len(classes) or coarse.shape[1] != len(coarse_labels) or fine.shape[1] != len(fine_labels):
         raise ValueError(

@@ -15,19 +15,21 @@ from typing import Any
 
 import click
 
+from skinbatch.contract import EXIT_CODE_EPILOG, ExitCode
+
 from .config import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT, TritonServerConfig
 from .errors import ServeError, TritonEnvironmentError
 from .server import LocalTriton
 
-EXIT_OK = 0
-EXIT_SERVER_DIED = 1
-EXIT_ENVIRONMENT = 3
-EXIT_START_FAILED = 4
+EXIT_OK = int(ExitCode.OK)
+EXIT_SERVER_DIED = int(ExitCode.SERVER_DIED)
+EXIT_ENVIRONMENT = int(ExitCode.ENVIRONMENT)
+EXIT_START_FAILED = int(ExitCode.START_FAILED)
 
 _EPILOG = (
-    "Exit codes: 0 stopped cleanly on SIGTERM/Ctrl-C; 1 the server died or did not stop cleanly; "
-    "2 bad usage; 3 this environment cannot run the bundled Triton (glibc, stub, numpy); "
-    "4 the server did not start (repository, model, port, timeout)."
+    "Exit codes: 0 stopped cleanly on SIGTERM/Ctrl-C; 2 bad usage; 14 this environment cannot run the "
+    "bundled Triton (glibc, stub, numpy); 15 the server did not start (repository, model, port, timeout); "
+    "16 the server died or did not stop cleanly. " + EXIT_CODE_EPILOG
 )
 
 

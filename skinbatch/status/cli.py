@@ -1,7 +1,8 @@
 """``skinbatch status``: is the serving stack healthy, how well is Triton batching, is the consumer keeping up?
 
-Flags share their environment variables with ``skinbatch consume`` (``SKINBATCH_TRITON_URL``, …), so on
-a consumer host a bare ``skinbatch status`` looks at what that consumer uses.
+The Triton and Kafka options are the ones every command shares (``skinbatch.connect.options``), with the
+same environment variables as ``skinbatch consume`` (``SKINBATCH_TRITON_URL``, ``SKINBATCH_SASL_PASSWORD``,
+…), so on a consumer host a bare ``skinbatch status`` looks at what that consumer uses.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import time
 
 import click
 
-from skinbatch.modelcard import ENSEMBLE_NAME
+from skinbatch.connect.kafka import KafkaConnection
+from skinbatch.connect.options import TritonTarget, kafka_options, triton_options
+from skinbatch.contract import ENSEMBLE, EXIT_CODE_EPILOG, ExitCode, KafkaProblem
 
-from .collect import StatusReport, TritonSnapshot, build_report, default_metrics_url, read_triton
-from .exitcodes import EPILOG, ExitCode
-from .kafka_lag import DEFAULT_DEAD_LETTER_TOPIC, KafkaProbe, KafkaSnapshot, KafkaStatusError
+from .collect import StatusReport, TritonSnapshot, build_report, read_triton
+from .kafka_lag import DEFAULT_DEAD_LETTER_TOPIC, KafkaProbe, KafkaSnapshot
 from .render import render_text
 
 _CLEAR = "\x1b[H\x1b[2J"
@@ -25,25 +27,29 @@ _CLEAR = "\x1b[H\x1b[2J"
 class _Reader:
     """Takes readings and keeps the previous one, so each report can show figures over the interval."""
 
-    def __init__(self, triton_url: str, metrics_url: str, model: str, timeout_s: float,
-                 bootstrap_servers: str | None, group_id: str | None, dead_letter_topic: str) -> None:
-        self.triton_url, self.metrics_url, self.model, self.timeout_s = triton_url, metrics_url, model, timeout_s
-        self.kafka_args = (bootstrap_servers, group_id, dead_letter_topic) if group_id else None
+    def __init__(self, triton: TritonTarget, metrics_url: str, model: str, timeout_s: float,
+                 kafka: KafkaConnection | None, group_id: str | None, dead_letter_topic: str) -> None:
+        self.triton, self.metrics_url, self.model, self.timeout_s = triton, metrics_url, model, timeout_s
+        self.kafka_args = (kafka, group_id, dead_letter_topic) if kafka is not None and group_id else None
+        self.kafka_code: ExitCode | None = None
         self._probe: KafkaProbe | None = None
         self.triton_before: TritonSnapshot | None = None
         self.kafka_before: KafkaSnapshot | None = None
 
     def read(self) -> StatusReport:
-        now = read_triton(self.triton_url, self.metrics_url, self.model, self.timeout_s)
+        now = read_triton(self.triton, self.metrics_url, self.model, self.timeout_s)
         kafka_now, kafka_error = None, ""
         if self.kafka_args is not None:
             try:
                 if self._probe is None:
-                    servers, group, dlq = self.kafka_args
-                    self._probe = KafkaProbe(servers or "", group or "", dlq, self.timeout_s)
+                    connection, group, dlq = self.kafka_args
+                    assert connection is not None
+                    self._probe = KafkaProbe(connection, group or "", dlq, self.timeout_s)
                 kafka_now = self._probe.snapshot()
-            except KafkaStatusError as exc:
+                self.kafka_code = None
+            except KafkaProblem as exc:
                 kafka_error = str(exc)
+                self.kafka_code = exc.exit_code
                 self.close_kafka()
         report = build_report(now, self.triton_before, kafka_now, self.kafka_before, kafka_error)
         self.triton_before = now
@@ -64,14 +70,12 @@ def _emit(report: StatusReport, as_json: bool, clear: bool) -> None:
     sys.stdout.flush()
 
 
-@click.command("status", epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--triton-url", envvar="SKINBATCH_TRITON_URL", show_envvar=True, required=True,
-              help="Triton gRPC endpoint, host:port.")
+@click.command("status", epilog=EXIT_CODE_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@triton_options()
 @click.option("--metrics-url", envvar="SKINBATCH_TRITON_METRICS_URL", show_envvar=True,
               help="Triton's Prometheus endpoint (default: http://<triton host>:8002/metrics).")
-@click.option("--model", default=ENSEMBLE_NAME, show_default=True, help="The ensemble that must be ready.")
-@click.option("--bootstrap-servers", envvar="SKINBATCH_BOOTSTRAP_SERVERS", show_envvar=True,
-              help="Kafka bootstrap servers, for the consumer group's lag.")
+@click.option("--model", default=ENSEMBLE, show_default=True, help="The ensemble that must be ready.")
+@kafka_options(required=False, help="Kafka bootstrap servers, host:port[,host:port], for the consumer group's lag.")
 @click.option("--group-id", envvar="SKINBATCH_GROUP_ID", show_envvar=True,
               help="Consumer group to report lag and dead-letter rate for (needs --bootstrap-servers).")
 @click.option("--dead-letter-topic", envvar="SKINBATCH_DEAD_LETTER_TOPIC", show_envvar=True,
@@ -87,7 +91,7 @@ def _emit(report: StatusReport, as_json: bool, clear: bool) -> None:
               help="Machine-readable output: one JSON object (one per line with --watch).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
               help="Seconds to wait for each answer from Triton or Kafka.")
-def status(triton_url: str, metrics_url: str | None, model: str, bootstrap_servers: str | None,
+def status(triton: TritonTarget, metrics_url: str | None, model: str, kafka: KafkaConnection | None,
            group_id: str | None, dead_letter_topic: str, watch: bool, interval: float, count: int | None,
            as_json: bool, timeout_s: float) -> None:
     """Health and throughput of Triton (and of a Kafka consumer group).
@@ -98,10 +102,10 @@ def status(triton_url: str, metrics_url: str | None, model: str, bootstrap_serve
     partition and the dead-letter rate. Exits non-zero, naming the cause, when Triton is down or a
     model is not ready.
     """
-    if group_id and not bootstrap_servers:
+    if group_id and kafka is None:
         raise click.UsageError("--group-id needs --bootstrap-servers (the Kafka brokers the group lives on)")
-    reader = _Reader(triton_url, metrics_url or default_metrics_url(triton_url), model, timeout_s,
-                     bootstrap_servers, group_id, dead_letter_topic)
+    reader = _Reader(triton, metrics_url or triton.endpoint.metrics_url(), model, timeout_s,
+                     kafka, group_id, dead_letter_topic)
     clear = watch and not as_json and sys.stdout.isatty()
     report: StatusReport | None = None
     try:
@@ -128,7 +132,10 @@ def status(triton_url: str, metrics_url: str | None, model: str, bootstrap_serve
         sys.exit(ExitCode.INTERRUPTED)
     if report.problems and not as_json:
         click.echo(f"status: {report.problems[0]}", err=True)
-    sys.exit(int(report.exit_code))
+    code = report.exit_code
+    if code == ExitCode.KAFKA and reader.kafka_code is not None:
+        code = reader.kafka_code  # refused credentials (12) or TLS (13) say more than "Kafka" (6)
+    sys.exit(int(code))
 
 
 if __name__ == "__main__":

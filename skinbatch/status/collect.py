@@ -10,28 +10,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlsplit
 
-from skinbatch.modelcard import ENSEMBLE_NAME
-
-from .exitcodes import ExitCode
+from skinbatch.connect.options import TritonTarget
+from skinbatch.contract import ENSEMBLE, ExitCode
 from .health import TritonHealth, check_triton
 from .kafka_lag import GroupStatus, KafkaSnapshot, group_status
 from .prometheus import fetch_metrics, parse_metrics
 from .triton_stats import ModelCounters, ModelFigures, counters_from_metrics, counters_from_statistics, model_figures
-
-DEFAULT_METRICS_PORT = 8002
-
-
-def default_metrics_url(triton_url: str) -> str:
-    """Triton's metrics port on the same host as its gRPC endpoint: ``http://HOST:8002/metrics``."""
-    from skinbatch.scoring import grpc_target
-
-    host = urlsplit("//" + grpc_target(triton_url)).hostname or "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{DEFAULT_METRICS_PORT}/metrics"
-
 
 @dataclass
 class TritonSnapshot:
@@ -44,27 +29,24 @@ class TritonSnapshot:
     card: dict[str, Any] | None = None
 
 
-def read_triton(url: str, metrics_url: str, model: str = ENSEMBLE_NAME, timeout_s: float = 3.0) -> TritonSnapshot:
-    health = check_triton(url, model=model, timeout_s=timeout_s)
-    snap = TritonSnapshot(taken_at=time.monotonic(), health=health)
-    if not health.live:
-        return snap
-    import tritonclient.grpc as grpcclient
-
+def read_triton(target: TritonTarget, metrics_url: str, model: str = ENSEMBLE, timeout_s: float = 3.0) -> TritonSnapshot:
     from skinbatch.modelcard import card_from_model_config
+    from skinbatch.scoring import open_transport
 
-    client = grpcclient.InferenceServerClient(health.url)
+    client = open_transport(target.endpoint, target.tls)
     try:
+        health = check_triton(target, model=model, timeout_s=timeout_s, transport=client)
+        snap = TritonSnapshot(taken_at=time.monotonic(), health=health)
+        if not health.live:
+            return snap
         stats_counters: dict[tuple[str, str], ModelCounters] = {}
         try:
-            stats_counters = counters_from_statistics(
-                client.get_inference_statistics(as_json=True, client_timeout=timeout_s))
+            stats_counters = counters_from_statistics(client.statistics(timeout_s))
         except Exception:  # noqa: BLE001 - figures are best effort; health already decided the exit code
             pass
         if any(m.name == model and m.ready for m in health.models):
             try:
-                config = client.get_model_config(model, as_json=True, client_timeout=timeout_s)
-                snap.card = card_from_model_config(config.get("config", config)).model_summary()
+                snap.card = card_from_model_config(client.model_config(model, timeout_s)).model_summary()
             except Exception:  # noqa: BLE001 - a model without a card still has figures
                 snap.card = None
     finally:

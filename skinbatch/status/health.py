@@ -7,11 +7,14 @@ three tell a down server from a model that did not load in the same words and wi
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from skinbatch.modelcard import ENSEMBLE_NAME
+from skinbatch.connect.options import TritonTarget
+from skinbatch.connect.triton import TritonEndpoint, TritonTLS, parse_triton_url
+from skinbatch.contract import ENSEMBLE, ExitCode
 
-from .exitcodes import ExitCode
+if TYPE_CHECKING:
+    from skinbatch.scoring import Transport
 
 
 @dataclass
@@ -32,11 +35,15 @@ class TritonHealth:
     error: str = ""
     """Why the server could not be asked (connection refused, timeout); empty when it answered."""
     models: list[ModelHealth] = field(default_factory=list)
-    required_model: str = ENSEMBLE_NAME
+    required_model: str = ENSEMBLE
+    tls_error: bool = False
+    """The TLS handshake failed: a plain client against a TLS server, the reverse, or an untrusted certificate."""
 
     @property
     def problems(self) -> list[str]:
         """One sentence per problem, each saying what to do next."""
+        if self.tls_error:
+            return [self.error]
         if not self.live:
             return [
                 f"Triton at {self.url} is not reachable ({self.error or 'no answer'}). "
@@ -59,6 +66,8 @@ class TritonHealth:
 
     @property
     def exit_code(self) -> ExitCode:
+        if self.tls_error:
+            return ExitCode.TLS
         if not self.live:
             return ExitCode.TRITON_DOWN
         return ExitCode.NOT_READY if self.problems else ExitCode.OK
@@ -70,7 +79,7 @@ class TritonHealth:
 
 
 def health_from_index(url: str, live: bool, ready: bool, index: list[dict[str, Any]],
-                      required_model: str = ENSEMBLE_NAME) -> TritonHealth:
+                      required_model: str = ENSEMBLE) -> TritonHealth:
     """Pure: a TritonHealth from the answers (``index`` is the repository index, JSON form)."""
     models = []
     for entry in index:
@@ -88,27 +97,38 @@ def health_from_index(url: str, live: bool, ready: bool, index: list[dict[str, A
     return TritonHealth(url=url, live=live, ready=ready, models=models, required_model=required_model)
 
 
-def check_triton(url: str, model: str = ENSEMBLE_NAME, timeout_s: float = 3.0) -> TritonHealth:
-    """Ask a Triton (gRPC ``host:port``) whether it is live and ready, and about every model it knows."""
-    import tritonclient.grpc as grpcclient
+def check_triton(target: TritonTarget | TritonEndpoint | str, model: str = ENSEMBLE, timeout_s: float = 3.0,
+                 transport: Transport | None = None) -> TritonHealth:
+    """Ask a Triton (over gRPC or HTTP, as its URL says) whether it is live and ready, and about every
+    model it knows. A failed TLS handshake is reported as such (``tls_error``), not as a server that is down."""
+    from skinbatch.scoring import TritonTLSError, TritonUnavailable, open_transport
 
-    from skinbatch.scoring import grpc_target
-
-    target = grpc_target(url)
-    client = grpcclient.InferenceServerClient(target)
+    endpoint, tls = _target(target)
+    client = transport or open_transport(endpoint, tls)
     try:
         try:
-            live = bool(client.is_server_live(client_timeout=timeout_s))
-        except Exception as exc:  # noqa: BLE001 - any failure to answer means "down"
-            return TritonHealth(url=target, live=False, error=_short(exc), required_model=model)
+            live = client.server_live(timeout_s)
+        except TritonTLSError as exc:
+            return TritonHealth(url=endpoint.url, live=False, error=str(exc), tls_error=True, required_model=model)
+        except TritonUnavailable as exc:
+            return TritonHealth(url=endpoint.url, live=False, error=_short(exc), required_model=model)
         try:
-            ready = bool(client.is_server_ready(client_timeout=timeout_s))
-            index = client.get_model_repository_index(as_json=True, client_timeout=timeout_s).get("models", [])
-        except Exception as exc:  # noqa: BLE001
-            return TritonHealth(url=target, live=live, ready=False, error=_short(exc), required_model=model)
-        return health_from_index(target, live, ready, index, required_model=model)
+            ready = client.server_ready(timeout_s)
+            index = client.repository_index(timeout_s)
+        except TritonUnavailable as exc:
+            return TritonHealth(url=endpoint.url, live=live, ready=False, error=_short(exc), required_model=model)
+        return health_from_index(endpoint.url, live, ready, index, required_model=model)
     finally:
-        client.close()
+        if transport is None:
+            client.close()
+
+
+def _target(target: TritonTarget | TritonEndpoint | str) -> tuple[TritonEndpoint, TritonTLS]:
+    if isinstance(target, TritonTarget):
+        return target.endpoint, target.tls
+    if isinstance(target, str):
+        return parse_triton_url(target), TritonTLS()
+    return target, TritonTLS()
 
 
 def _short(exc: BaseException) -> str:

@@ -18,11 +18,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from skinbatch.connect.kafka import KafkaConnection, probe_kafka
+from skinbatch.contract import KafkaProblem
+
 DEFAULT_DEAD_LETTER_TOPIC = "skinbatch.dead-letter"
 
 
-class KafkaStatusError(RuntimeError):
+class KafkaStatusError(KafkaProblem):
     """Kafka could not be asked, or the group is unknown. The message says what to check."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind="refused")
 
 
 @dataclass
@@ -118,24 +124,24 @@ def group_status(now: KafkaSnapshot, before: KafkaSnapshot | None = None) -> Gro
 class KafkaProbe:
     """Reads a consumer group's offsets and a dead-letter topic's end offsets. Reuse it across refreshes."""
 
-    def __init__(self, bootstrap_servers: str, group_id: str,
+    def __init__(self, connection: KafkaConnection, group_id: str,
                  dead_letter_topic: str = DEFAULT_DEAD_LETTER_TOPIC, timeout_s: float = 5.0) -> None:
         from kafka import KafkaAdminClient, KafkaConsumer
         from kafka.errors import KafkaError
 
         self.group_id = group_id
         self.dead_letter_topic = dead_letter_topic
-        servers = [s.strip() for s in bootstrap_servers.split(",") if s.strip()]
         timeout_ms = int(timeout_s * 1000)
+        # Refused, untrusted or unauthenticated: said once, clearly (exit 6, 13 or 12), not as a timeout.
+        probe_kafka(connection)
+        kwargs = connection.client_kwargs()
         try:
-            self._admin = KafkaAdminClient(bootstrap_servers=servers, client_id="skinbatch-status",
-                                           request_timeout_ms=timeout_ms)
-            self._consumer = KafkaConsumer(bootstrap_servers=servers, client_id="skinbatch-status",
-                                           group_id=None, enable_auto_commit=False,
-                                           request_timeout_ms=max(timeout_ms, 1000))
+            self._admin = KafkaAdminClient(client_id="skinbatch-status", request_timeout_ms=timeout_ms, **kwargs)
+            self._consumer = KafkaConsumer(client_id="skinbatch-status", group_id=None, enable_auto_commit=False,
+                                           request_timeout_ms=max(timeout_ms, 1000), **kwargs)
         except KafkaError as exc:
             raise KafkaStatusError(
-                f"cannot reach Kafka at {bootstrap_servers} ({type(exc).__name__}); "
+                f"cannot reach Kafka at {connection.bootstrap_servers} ({type(exc).__name__}); "
                 "check --bootstrap-servers and that the brokers are up"
             ) from None
 

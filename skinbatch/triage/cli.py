@@ -11,8 +11,8 @@ from typing import Any
 import click
 
 from skinbatch.imaging import DecodeLimits
-from skinbatch.modelcard import ENSEMBLE_NAME
-from skinbatch.status.exitcodes import EPILOG, ExitCode
+from skinbatch.connect.options import TritonTarget, triton_options
+from skinbatch.contract import ENSEMBLE, EXIT_CODE_EPILOG, ExitCode
 from skinbatch.status.health import check_triton
 
 from .progress import Progress
@@ -29,20 +29,21 @@ def _err(message: str) -> None:
 def exit_code_for(summary: RunSummary, failed: int) -> ExitCode:
     if summary.interrupted:
         return ExitCode.INTERRUPTED
+    if summary.model_changed:
+        return ExitCode.MODEL_CHANGED
     if summary.triton_error:
         return ExitCode.TRITON_DOWN
     return ExitCode.PARTIAL if failed else ExitCode.OK
 
 
-@click.command("triage", epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("triage", epilog=EXIT_CODE_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("archives", nargs=-1, required=False,
                 type=click.Path(exists=True, path_type=Path))
-@click.option("--triton-url", envvar="SKINBATCH_TRITON_URL", show_envvar=True, required=True,
-              help="Triton gRPC endpoint, host:port.")
+@triton_options()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the report, the CSV and the resumable state. Re-running with the same "
                    "folder continues where the last run stopped.")
-@click.option("--model", default=ENSEMBLE_NAME, show_default=True, help="The ensemble to call.")
+@click.option("--model", default=ENSEMBLE, show_default=True, help="The ensemble to call.")
 @click.option("--workers", type=click.IntRange(min=1), default=default_workers, show_default="CPUs - 1",
               help="Decoding processes.")
 @click.option("--max-in-flight", type=click.IntRange(min=1), default=32, show_default=True,
@@ -72,7 +73,7 @@ def exit_code_for(summary: RunSummary, failed: int) -> ExitCode:
               help="QIDO: SOP Class UID, e.g. 1.2.840.10008.5.1.4.1.1.77.1.4 (VL Photographic Image).")
 @click.option("--patient-id", default=None, help="QIDO: PatientID.")
 @click.option("--accession", default=None, help="QIDO: AccessionNumber.")
-def triage(archives: tuple[Path, ...], triton_url: str, out_dir: Path, model: str, workers: int,
+def triage(archives: tuple[Path, ...], triton: TritonTarget, out_dir: Path, model: str, workers: int,
            max_in_flight: int, top_n: int, max_file_mb: float, max_pixels: int, triton_retry_s: float,
            show_progress: bool | None, as_json: bool, dicomweb_url: str | None, dicomweb_user: str | None,
            dicomweb_password: str | None, dicomweb_token: str | None, study_date: str | None,
@@ -90,7 +91,7 @@ def triage(archives: tuple[Path, ...], triton_url: str, out_dir: Path, model: st
     triage-summary.json into --out. Content already scored there (by sha256) is never scored again,
     so an interrupted run continues where it stopped.
     """
-    health = check_triton(triton_url, model=model)
+    health = check_triton(triton, model=model)
     if health.exit_code != ExitCode.OK:
         for problem in health.problems:
             _err(problem)
@@ -118,7 +119,7 @@ def triage(archives: tuple[Path, ...], triton_url: str, out_dir: Path, model: st
 
     limits = DecodeLimits(max_bytes=int(max_file_mb * 1024 * 1024), max_pixels=max_pixels,
                           max_total_pixels=max(2 * max_pixels, DecodeLimits().max_total_pixels))
-    options = RunOptions(triton_url=triton_url, model=model, workers=workers, max_in_flight=max_in_flight,
+    options = RunOptions(triton=triton, model=model, workers=workers, max_in_flight=max_in_flight,
                          limits=limits, triton_retry_s=triton_retry_s)
     with Runner(options) as runner:
         card = runner.card

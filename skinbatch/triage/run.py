@@ -33,7 +33,9 @@ from typing import Any
 
 from skinbatch.imaging import DecodeLimits
 from skinbatch.imaging.model_input import decode_worker_init
-from skinbatch.modelcard import ENSEMBLE_NAME, ModelCard
+from skinbatch.connect.options import TritonTarget
+from skinbatch.contract import ENSEMBLE
+from skinbatch.modelcard import ModelCard
 from skinbatch.scoring import Scores, ServedModelChanged, TritonScorer
 
 from .decode import Loaded, limits_dict, load_and_decode
@@ -47,8 +49,8 @@ def default_workers() -> int:
 
 @dataclass
 class RunOptions:
-    triton_url: str
-    model: str = ENSEMBLE_NAME
+    triton: TritonTarget
+    model: str = ENSEMBLE
     workers: int = field(default_factory=default_workers)
     """Decoding processes."""
     max_in_flight: int = 32
@@ -132,7 +134,8 @@ class Runner:
     def __init__(self, options: RunOptions, card: ModelCard | None = None) -> None:
         self.options = options
         self._pool = self._new_pool()
-        self.scorer = TritonScorer(options.triton_url, model=options.model, timeout_s=options.timeout_s)
+        self.scorer = TritonScorer(options.triton.endpoint, model=options.model, timeout_s=options.timeout_s,
+                                   tls=options.triton.tls)
         self.card = card or self.scorer.load_card()
 
     def _new_pool(self) -> ProcessPoolExecutor:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from skinbatch.contract import ExitCode
 from skinbatch.imaging import decode, preprocess
 from skinbatch.samples import pydicom_colour_files, pydicom_test_files_dir, synthetic_jpeg, synthetic_png
 from skinbatch.scoring import TritonScorer
@@ -225,11 +226,11 @@ def test_size_limits(kafka_broker: Any, served_triton: Any, tmp_path: Path) -> N
     big = tmp_path / "big.png"
     big.write_bytes(synthetic_png(1200, 900, seed=1))  # about 2 MB
     assert big.stat().st_size > 300_000
-    # Over the broker's limit: `skinbatch publish` says so and exits 1.
+    # Over the broker's limit: `skinbatch publish` says so and exits 3 (some files not sent).
     out = subprocess.run([sys.executable, "-m", "skinbatch.cli", "publish", str(big), "--bootstrap-servers",
                           kafka_broker.bootstrap_servers, "--topic", f"{topics['request']}-small"],
                          capture_output=True, text=True, timeout=120)
-    assert out.returncode == 1 and "size limit" in out.stderr, out.stderr
+    assert out.returncode == ExitCode.PARTIAL and "size limit" in out.stderr, out.stderr
     # Over the consumer's own limit: a dead letter of type too_large; smaller messages still pass.
     produce(kafka_broker.bootstrap_servers, topics["request"],
             [("big", big.read_bytes(), []), ("small", synthetic_jpeg(300, 200), [])])
@@ -303,7 +304,7 @@ def test_fetch_watchdog_rejoins_then_exits_and_nothing_is_lost(kafka_broker: Any
     from skinbatch.consumer.config import ConsumerConfig
     from skinbatch.consumer.metrics import ConsumerMetrics
     from skinbatch.consumer.service import ScoringConsumer
-    from skinbatch.consumer.watchdog import EXIT_FETCH_STALLED
+    from skinbatch.contract import ExitCode
 
     class NeverFetches(KafkaConsumer):  # type: ignore[misc]
         """Pauses every partition it is given and ignores resume(): records wait, none is fetched."""
@@ -347,7 +348,7 @@ def test_fetch_watchdog_rejoins_then_exits_and_nothing_is_lost(kafka_broker: Any
 
     monkeypatch.setattr(service_module, "KafkaConsumer", NeverFetches)
     stuck_metrics = ConsumerMetrics()
-    assert run(ScoringConsumer(config, stuck_metrics), timeout=120) == EXIT_FETCH_STALLED
+    assert run(ScoringConsumer(config, stuck_metrics), timeout=120) == ExitCode.FETCH_STALLED
     assert stuck_metrics.fetch_stalls.labels("rejoin")._value.get() == 1
     assert stuck_metrics.fetch_stalls.labels("exit")._value.get() == 1
     assert stuck_metrics.messages.labels("ok")._value.get() == 0

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from skinbatch.contract import ExitCode
+
 from skinbatch.serve import (
     LocalTriton,
     ModelLoadError,
@@ -402,5 +404,5 @@ def test_cli_reports_a_broken_model(tmp_path: Path) -> None:
          "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", "--work-dir", str(tmp_path / "work")],
         capture_output=True, text=True, timeout=120, check=False,
     )
-    assert result.returncode == 4
+    assert result.returncode == ExitCode.START_FAILED
     assert "broken" in result.stderr and "boom" in result.stderr

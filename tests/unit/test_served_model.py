@@ -10,10 +10,11 @@ import pytest
 
 from skinbatch.consumer.config import ConsumerConfig
 from skinbatch.consumer.jobs import Job
-from skinbatch.consumer.service import EXIT_MODEL_CHANGED, ScoringConsumer
+from skinbatch.consumer.service import ScoringConsumer
+from skinbatch.contract import ExitCode
 from skinbatch.modelcard import ModelCard
-from skinbatch.scoring import ServedModelChanged
-from skinbatch.scoring.client import _deliver, check_served_version
+from skinbatch.scoring import Answer, ServedModelChanged, TritonScorer
+from skinbatch.scoring.client import check_served_version
 from skinbatch.taxonomy import default_taxonomy
 
 
@@ -26,22 +27,23 @@ def card() -> ModelCard:
                                "coarse_labels": t.coarse_labels, "fine_labels": t.fine_labels})
 
 
-class _Result:
-    """What tritonclient hands the callback: outputs and the response's model version."""
+def _answer(version: str, card: Any) -> Answer:
+    """What the transport hands back: outputs and the version of the model that answered."""
+    n = len(card.training_classes)
+    return Answer(outputs={"TRAINING_PROBS": np.full((1, n), 1 / n, np.float32),
+                           "COARSE_PROBS": np.full((1, len(card.coarse_labels)), 0.1, np.float32),
+                           "FINE_PROBS": np.full((1, len(card.fine_labels)), 0.1, np.float32),
+                           "MALIGNANCY": np.array([0.5], np.float32)}, model_version=version)
+
+
+class _Transport:
+    """Answers every inference with one fixed version."""
 
     def __init__(self, version: str, card: Any) -> None:
-        n = len(card.training_classes)
-        self.version = version
-        self.arrays = {"TRAINING_PROBS": np.full((1, n), 1 / n, np.float32),
-                       "COARSE_PROBS": np.full((1, len(card.coarse_labels)), 0.1, np.float32),
-                       "FINE_PROBS": np.full((1, len(card.fine_labels)), 0.1, np.float32),
-                       "MALIGNANCY": np.array([0.5], np.float32)}
+        self.version, self.card = version, card
 
-    def as_numpy(self, name: str) -> np.ndarray:
-        return self.arrays[name]
-
-    def get_response(self) -> Any:
-        return SimpleNamespace(model_version=self.version)
+    def infer_async(self, model: str, images: Any, outputs: Any, timeout_s: float, callback: Any) -> None:
+        callback(_answer(self.version, self.card), None)
 
 
 def test_check_served_version(card: Any) -> None:
@@ -52,10 +54,13 @@ def test_check_served_version(card: Any) -> None:
     assert (info.value.served, info.value.card_version) == ("7", card.version)
 
 
-def test_deliver_names_only_the_cards_own_version(card: Any) -> None:
+def test_scores_are_named_only_with_the_cards_own_version(card: Any) -> None:
     got: list[tuple[Any, Any]] = []
-    _deliver(lambda s, e: got.append((s, e)), card, "skin_classifier", result=_Result(card.version, card))
-    _deliver(lambda s, e: got.append((s, e)), card, "skin_classifier", result=_Result("99", card))
+    image = np.zeros((1, 299, 299, 3), np.uint8)
+    for version in (card.version, "99"):
+        scorer = TritonScorer("x:1", transport=_Transport(version, card))  # type: ignore[arg-type]
+        scorer._card = card
+        scorer.infer_async(image, lambda s, e: got.append((s, e)))
     (scores, error), (no_scores, changed) = got
     assert error is None and scores[0].malignancy == pytest.approx(0.5)
     assert no_scores is None and isinstance(changed, ServedModelChanged)
@@ -77,7 +82,7 @@ def test_consumer_stops_without_publishing_when_the_model_changes(card: Any) -> 
         jobs.append(job)
     service._infer_in_flight = 2
     service._on_inferred(jobs[0], 0, 0.0, None, ServedModelChanged("skin_classifier", "2", card.version))
-    assert service._stop.is_set() and service._exit_code == EXIT_MODEL_CHANGED
+    assert service._stop.is_set() and service._exit_code == ExitCode.MODEL_CHANGED
     assert published == [] and service.metrics.errors.labels("model_changed")._value.get() == 1
     # A second answer from the new version changes nothing more; the first is not retried.
     service._on_inferred(jobs[1], 0, 0.0, None, ServedModelChanged("skin_classifier", "2", card.version))
@@ -99,7 +104,7 @@ def test_a_model_rebuilt_under_the_same_version_is_caught_by_its_card(card: Any)
     rebuilt = replace(card, source={"sha256": "f" * 64})  # new weights, same version number
     service._check_card(SimpleNamespace(load_card=lambda: rebuilt))  # type: ignore[arg-type]
     service._handle_events(timeout=0)
-    assert service._stop.is_set() and service._exit_code == EXIT_MODEL_CHANGED
+    assert service._stop.is_set() and service._exit_code == ExitCode.MODEL_CHANGED
 
 
 def test_an_unreadable_card_is_not_a_change(card: Any) -> None:

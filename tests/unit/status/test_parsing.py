@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from skinbatch.status.collect import default_metrics_url
-from skinbatch.status.exitcodes import ExitCode
+from skinbatch.connect.triton import parse_triton_url
+from skinbatch.contract import ExitCode
 from skinbatch.status.health import health_from_index
 from skinbatch.status.kafka_lag import KafkaSnapshot, PartitionLag, group_status, partition_lags
 from skinbatch.status.prometheus import MetricsParseError, parse_metrics
@@ -149,5 +149,7 @@ def test_health_exit_codes_name_the_problem() -> None:
 
 
 def test_default_metrics_url_uses_the_triton_host() -> None:
-    assert default_metrics_url("grpc://triton.internal:8001") == "http://triton.internal:8002/metrics"
-    assert default_metrics_url("10.0.0.5:9001") == "http://10.0.0.5:8002/metrics"
+    assert parse_triton_url("grpc://triton.internal:8001").metrics_url() == "http://triton.internal:8002/metrics"
+    assert parse_triton_url("10.0.0.5:9001").metrics_url() == "http://10.0.0.5:8002/metrics"
+    assert parse_triton_url("https://triton.internal").metrics_url() == "http://triton.internal:8002/metrics"
+    assert parse_triton_url("http://[::1]:8000").metrics_url() == "http://[::1]:8002/metrics"
