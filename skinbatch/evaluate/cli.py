@@ -32,8 +32,9 @@ def _err(message: str) -> None:
               help="CSV with columns path,label; label = any node of the taxonomy; paths relative to the CSV.")
 @triton_options()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for metrics.json, scores.csv, the PNG plots and summary.md / summary.html. "
-                   "Scores are kept there, so a re-run only scores what is new.")
+              help="Folder for metrics.json, scores.csv, the PNG plots, summary.md / summary.html and "
+                   "reference_distribution.json (P(malignant) per frame, the baseline of score-drift "
+                   "monitoring). Scores are kept there, so a re-run only scores what is new.")
 @click.option("--taxonomy", "taxonomy_path", type=click.Path(exists=True, path_type=Path),
               help="The served repository's skin_classifier/taxonomy.json, or the repository folder "
                    "(default: the bundled taxonomy). Checked against the model card's sha256.")
@@ -106,8 +107,10 @@ def evaluate(labels_csv: Path, triton: TritonTarget, out_dir: Path, taxonomy_pat
                             "labels": labels_csv.name, "run": summary.to_dict()}
     from .report import write_outputs
 
+    # The drift reference counts frames, as the consumer's histogram does (one result per frame).
+    frame_malignancy = [f.malignancy for path_frames in frames.values() for f in path_frames]
     outputs = write_outputs(out_dir, ev, meta, cases, scores, card.coarse_labels, card.fine_labels, failures,
-                            plots=plots)
+                            plots=plots, frame_malignancy=frame_malignancy)
     if summary.interrupted:
         code = ExitCode.INTERRUPTED
     elif summary.triton_error:
@@ -132,6 +135,10 @@ def evaluate(labels_csv: Path, triton: TritonTarget, out_dir: Path, taxonomy_pat
             acc = "-" if m.accuracy is None else f"{100 * m.accuracy:.1f}%"
             click.echo(f"{m.name} accuracy: {acc} (n = {m.n})")
         click.echo(f"summary: {outputs['html']}")
+        if "reference" in outputs:
+            click.echo(f"reference distribution of P(malignant) for drift monitoring: {outputs['reference']} "
+                       "(embed it with `skinbatch convert --update-card --reference-distribution FILE "
+                       "--repository DIR`)")
     if failures:
         _err(f"{len(failures)} file(s) could not be scored; see scores.csv")
     if summary.triton_error:

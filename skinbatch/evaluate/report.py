@@ -1,4 +1,5 @@
-"""Evaluation outputs: metrics.json, per-case scores.csv, PNG plots, and summary.md / summary.html."""
+"""Evaluation outputs: metrics.json, per-case scores.csv, PNG plots, summary.md / summary.html, and the
+reference distribution of P(malignant) that score-drift monitoring compares served scores with."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import csv
 import html
 import json
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from skinbatch.drift import FILE_NAME as REFERENCE_FILE
+from skinbatch.drift import ReferenceDistribution
 
 from .compute import CaseScores, Evaluation, MulticlassResult, TaskResult
 from .labels import Case
@@ -154,9 +159,22 @@ def html_summary(markdown_text: str, plots: dict[str, str], out_dir: Path) -> st
             f"<style>{css}</style></head><body>{''.join(body)}</body></html>\n")
 
 
+def reference_distribution(frame_malignancy: Sequence[float], meta: dict[str, Any]) -> ReferenceDistribution | None:
+    """The binned P(malignant) of every scored frame, with the model and labels it came from; None if
+    nothing was scored."""
+    if not frame_malignancy:
+        return None
+    source = {"command": "skinbatch evaluate", "labels": meta.get("labels", ""),
+              "frames": len(frame_malignancy), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return ReferenceDistribution.from_scores(frame_malignancy, meta["model"], source)
+
+
 def write_outputs(out_dir: Path, ev: Evaluation, meta: dict[str, Any], cases: Sequence[Case],
                   scores: dict[str, CaseScores], coarse_labels: Sequence[str], fine_labels: Sequence[str],
-                  failures: dict[str, str], plots: bool = True) -> dict[str, Path]:
+                  failures: dict[str, str], plots: bool = True,
+                  frame_malignancy: Sequence[float] = ()) -> dict[str, Path]:
+    """Every output file; ``frame_malignancy`` (P(malignant) of each scored frame) gives
+    ``reference_distribution.json``, written when any frame was scored."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_files: dict[str, str] = {}
     if plots:
@@ -177,4 +195,8 @@ def write_outputs(out_dir: Path, ev: Evaluation, meta: dict[str, Any], cases: Se
     md = markdown_summary(ev, meta, plot_files)
     outputs["markdown"].write_text(md, encoding="utf-8")
     outputs["html"].write_text(html_summary(md, plot_files, out_dir), encoding="utf-8")
+    reference = reference_distribution(frame_malignancy, meta)
+    if reference is not None:
+        outputs["reference"] = out_dir / REFERENCE_FILE
+        outputs["reference"].write_text(reference.to_json() + "\n", encoding="utf-8")
     return outputs
