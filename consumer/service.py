@@ -198,6 +198,8 @@ class ScoringConsumer(DicomWebFanOut):
                 if self._scorer.is_ready():
                     self.metrics.triton_up.set(1)
                     return self._scorer.load_card()
+            except TritonTLSError:
+                raise  # a misconfiguration, not an outage: waiting will not fix it
             except TritonUnavailable as exc:
                 log.warning("model card unreadable", extra={"event": "triton_wait", "error": str(exc)})
             self.metrics.triton_up.set(0)

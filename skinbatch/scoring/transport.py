@@ -17,6 +17,8 @@ untrusted certificate), so callers tell "down" from "misconfigured".
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future
@@ -76,8 +78,9 @@ def open_transport(endpoint: TritonEndpoint, tls: TritonTLS | None = None) -> Tr
 
 # -- errors -----------------------------------------------------------------------------------------
 
-_TLS_MARKERS = ("ssl", "tls", "handshake", "certificate", "wrong_version_number", "record layer",
-                "unexpected eof", "alpn", "http/0.9", "frame too large", "malformed http")
+_TLS_MARKERS = ("handshake", "certificate", "wrong_version_number", "wrong version number", "ssl_error",
+                "sslerror", "tlsv1 alert", "sslv3 alert", "record layer", "answers a tls handshake")
+_REFUSED_MARKERS = ("refused", "connect call failed", "cannot connect to host", "deadline", "timeout", "timed out")
 
 
 def _describe(exc: BaseException) -> str:
@@ -86,12 +89,38 @@ def _describe(exc: BaseException) -> str:
     return (text or type(exc).__name__).strip().splitlines()[0][:300] if text else type(exc).__name__
 
 
+def speaks_tls(host: str, port: int, timeout_s: float = 2.0) -> bool:
+    """Whether a TLS server answers on ``host:port``: a handshake (with no verification) completes, or
+    the server answers it with a TLS alert (a client certificate it wants, say). A plain server makes
+    the handshake fail on the first bytes, or closes the connection."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock, \
+                context.wrap_socket(sock, server_hostname=host):
+            return True
+    except ssl.SSLError as exc:
+        return "ALERT" in str(exc).upper()
+    except OSError:
+        return False
+
+
 def _classify(endpoint: TritonEndpoint, exc: BaseException) -> TritonUnavailable:
-    """Triton's error, turned into ours; a handshake failure names both likely causes."""
+    """Triton's error, turned into ours; a handshake failure names both likely causes.
+
+    A plain gRPC client against a TLS port only sees "Socket closed", which a crashing server also
+    gives; when the connection was not simply refused, the port is asked whether it speaks TLS.
+    """
     if isinstance(exc, TritonUnavailable):
         return exc
     text = _describe(exc)
-    if any(marker in text.lower() for marker in _TLS_MARKERS):
+    lowered = text.lower()
+    refused = any(marker in lowered for marker in _REFUSED_MARKERS)
+    if not endpoint.tls and not refused and speaks_tls(endpoint.host, endpoint.port):
+        text = f"{text}; the port answers a TLS handshake"
+    tls_failure = isinstance(exc, ssl.SSLError) or isinstance(getattr(exc, "__cause__", None), ssl.SSLError)
+    if tls_failure or any(marker in text.lower() for marker in _TLS_MARKERS):
         if endpoint.tls:
             hint = (f"check that Triton serves TLS on this port and that --triton-ca names the CA that signed its "
                     f"certificate; for a plain endpoint use {endpoint.protocol}://{endpoint.address}")
