@@ -82,3 +82,48 @@ def test_user_onnx_through_the_pipeline(tmp_path: Path) -> None:
     assert summary.drift_onnx_cpu is not None
     card = load_model_card(tmp_path / "repo")
     assert card.name == "tiny" and any("NHWC" in n for n in card.notes)
+    # The tiny net ends in global pooling and one linear layer: it has a CAM, on its own 74x74 grid.
+    assert card.serves_malignancy_map and card.malignancy_map_grid == (74, 74)
+    assert summary.malignancy_map is not None and summary.malignancy_map["parity"] <= 1e-4
+    assert summary.drift_onnx_cpu["max_rel_map"] is not None
+
+
+def test_no_malignancy_map_and_a_reference_distribution(tmp_path: Path) -> None:
+    import numpy as np
+
+    from skinbatch.converter.checkpoint import file_sha256
+    from skinbatch.drift import ReferenceDistribution
+    from skinbatch.taxonomy import default_taxonomy
+    from tests.unit.converter.test_export import _export_tiny
+
+    _export_tiny(tmp_path / "user.onnx")
+    model = {"weights_sha256": file_sha256(tmp_path / "user.onnx"), "taxonomy_sha256": default_taxonomy().sha256()}
+    reference = ReferenceDistribution.from_scores(np.random.default_rng(0).beta(1, 3, 500), model)
+    (tmp_path / "ref.json").write_text(reference.to_json())
+    args = ["--onnx", str(tmp_path / "user.onnx"), "--target", "cpu", "--check-images", "1", "--json"]
+    result = CliRunner().invoke(convert, [*args, "--no-malignancy-map", "--reference-distribution",
+                                          str(tmp_path / "ref.json"), "--repository", str(tmp_path / "repo")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["malignancy_map"] is None
+    card = load_model_card(tmp_path / "repo")
+    assert not card.serves_malignancy_map and "MALIGNANCY_MAP" not in card.outputs
+    assert any("--no-malignancy-map" in n for n in card.notes)
+    assert card.reference() == reference
+
+    # Another model's reference is refused before anything is written.
+    other = ReferenceDistribution.from_scores([0.5], {**model, "weights_sha256": "0" * 64})
+    (tmp_path / "other.json").write_text(other.to_json())
+    result = CliRunner().invoke(convert, [*args, "--reference-distribution", str(tmp_path / "other.json"),
+                                          "--repository", str(tmp_path / "repo2")])
+    assert result.exit_code == 1 and "skinbatch evaluate" in result.output
+    assert not (tmp_path / "repo2").exists()
+
+    # --update-card converts nothing and takes no weights.
+    result = CliRunner().invoke(convert, ["--update-card", "--repository", str(tmp_path / "repo")])
+    assert result.exit_code == 2 and "--reference-distribution" in result.output
+    result = CliRunner().invoke(convert, ["--update-card", "--demo-weights", "--reference-distribution",
+                                          str(tmp_path / "ref.json"), "--repository", str(tmp_path / "repo")])
+    assert result.exit_code == 2
+    result = CliRunner().invoke(convert, ["--update-card", "--reference-distribution", str(tmp_path / "other.json"),
+                                          "--repository", str(tmp_path / "repo")])
+    assert result.exit_code == 1 and "weights" in result.output

@@ -179,3 +179,73 @@ def test_converted_cpu_repository(cpu_repository: Path, converted) -> None:
     assert card.taxonomy["sha256"] == TAXONOMY.sha256() and card.max_batch_size == 16
     assert any("parity" in note for note in card.notes)
     assert card_from_model_config(json_format.MessageToDict(configs["skin_classifier"], preserving_proto_field_name=True)) == card
+
+
+# -- MALIGNANCY_MAP and the card's optional fields ---------------------------------------------------------
+
+MAP_ENTRY = {"tensor": "MALIGNANCY_MAP", "shape": [8, 8], "channels": 2048, "malignant_classes": 13,
+             "features": "/net/Mixed_7c/Concat_output_0", "method": "CAM"}
+
+
+def _map_card(target: str, max_batch_size: int = 32) -> ModelCard:
+    card = _card(target, max_batch_size)
+    card.outputs = [*card.outputs, "MALIGNANCY_MAP"]
+    card.malignancy_map = dict(MAP_ENTRY)
+    return card
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_map_goes_from_the_network_straight_to_the_ensemble(target: str, tmp_path: Path) -> None:
+    opts = RepositoryOptions(target=target)
+    artifacts = Artifacts(inception_onnx=None if target == "tensorrt" else b"onnx",
+                          inception_plan=b"plan" if target == "tensorrt" else None, taxonomy_onnx=b"t")
+    write_repository(tmp_path, opts, TAXONOMY, _map_card(target), artifacts)
+    configs = read_configs(tmp_path)
+    ens, inc, tax = configs["skin_classifier"], configs["inception_v3"], configs["taxonomy"]
+    assert [(o.name, o.data_type, list(o.dims)) for o in inc.output] == [
+        ("TRAINING_PROBS", mc.TYPE_FP32, [K]), ("MALIGNANCY_MAP", mc.TYPE_FP32, [8, 8])]
+    assert [o.name for o in ens.output][-1] == "MALIGNANCY_MAP" and list(ens.output[-1].dims) == [8, 8]
+    assert not ens.output[-1].label_filename
+    first, last = ens.ensemble_scheduling.step
+    assert dict(first.output_map) == {"TRAINING_PROBS": "inception_probs", "MALIGNANCY_MAP": "MALIGNANCY_MAP"}
+    # No later step reads the map, so Triton's output-subset failure cannot come from it.
+    assert "MALIGNANCY_MAP" not in dict(last.input_map).values()
+    assert [i.name for i in tax.input] == ["TRAINING_PROBS"]
+    card = load_model_card(tmp_path)
+    assert card.serves_malignancy_map and card.malignancy_map_grid == (8, 8)
+    as_json = json_format.MessageToDict(ens, preserving_proto_field_name=True)
+    assert card_from_model_config(as_json) == card
+
+
+def test_no_map_in_the_card_no_map_in_the_configs(tmp_path: Path) -> None:
+    _write(tmp_path, "cpu")
+    configs = read_configs(tmp_path)
+    assert "MALIGNANCY_MAP" not in [o.name for c in configs.values() for o in c.output]
+    assert not load_model_card(tmp_path).serves_malignancy_map
+
+
+def test_a_reference_distribution_is_embedded_in_an_existing_repository(tmp_path: Path) -> None:
+    import numpy as np
+
+    from skinbatch.converter.pipeline import add_reference_distribution
+    from skinbatch.drift import ReferenceDistribution
+
+    _write(tmp_path / "repo", "cpu")
+    before = load_model_card(tmp_path / "repo")
+    scores = np.random.default_rng(0).beta(0.5, 4, 300)
+    reference = ReferenceDistribution.from_scores(scores, before.model_summary(), {"labels": "val.csv"})
+    path = tmp_path / "reference_distribution.json"
+    path.write_text(reference.to_json())
+    add_reference_distribution(tmp_path / "repo", path)
+    after = load_model_card(tmp_path / "repo")
+    assert after.reference() == reference
+    assert after == card_from_model_config(json_format.MessageToDict(read_configs(tmp_path / "repo")["skin_classifier"],
+                                                                     preserving_proto_field_name=True))
+    assert {**after.to_dict(), "reference_distribution": None} == before.to_dict()
+    assert not [p.name for p in (tmp_path / "repo" / "skin_classifier").iterdir() if p.name.startswith(".")]
+    # Another model's reference is refused, and the card stays as it was.
+    other = ReferenceDistribution.from_scores(scores, {**before.model_summary(), "weights_sha256": "f" * 64})
+    path.write_text(other.to_json())
+    with pytest.raises(ConverterError, match="skinbatch evaluate"):
+        add_reference_distribution(tmp_path / "repo", path)
+    assert load_model_card(tmp_path / "repo").reference() == reference
