@@ -14,7 +14,9 @@ File format (JSON, ``"format": "skinbatch-taxonomy/1"``)::
     }
 
 Leaves are diseases and carry ``images`` (how many training images are labelled with that disease).
-Names are unique across the tree: they are the identifiers. ``training_classes`` lists the nodes the
+Names are unique across the tree: they are the identifiers. Any node may carry a coded concept,
+``"code": {"scheme": "SCT", "value": "254701007", "meaning": "Basal cell carcinoma of skin"}``
+(:mod:`skinbatch.taxonomy.codes`); reports use it, and fall back to a private code for nodes without one. ``training_classes`` lists the nodes the
 checkpoint was trained on, in the order of its outputs; each stands for itself and all its descendants.
 The first level under the root is the 3-way task, the second level the 9-way task (Esteva et al. 2017).
 """
@@ -29,6 +31,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .codes import ClassCode, CodeError
+
 FORMAT = "skinbatch-taxonomy/1"
 
 
@@ -42,6 +46,8 @@ class Node:
     images: int = 0
     children: list[Node] = field(default_factory=list)
     parent: Node | None = field(default=None, repr=False, compare=False)
+    code: ClassCode | None = None
+    """A standard concept for this node (SNOMED CT, …), if the taxonomy file gives one."""
 
     @property
     def is_leaf(self) -> bool:
@@ -77,6 +83,9 @@ class Node:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name}
+        # Only when present: a taxonomy without codes keeps the bytes, hence the sha256, it had before.
+        if self.code is not None:
+            d["code"] = self.code.to_dict()
         if self.images or self.is_leaf:
             d["images"] = self.images
         if self.children:
@@ -91,7 +100,13 @@ def _node_from_dict(d: dict[str, Any], parent: Node | None, path: str) -> Node:
     images = d.get("images", 0)
     if not isinstance(images, int) or images < 0:
         raise TaxonomyError(f"{path}/{name}: 'images' must be a non-negative integer, got {images!r}")
-    node = Node(name=name, images=images, parent=parent)
+    code = None
+    if "code" in d:
+        try:
+            code = ClassCode.from_dict(d["code"], where=f"{path}/{name}")
+        except CodeError as exc:
+            raise TaxonomyError(str(exc)) from None
+    node = Node(name=name, images=images, parent=parent, code=code)
     children = d.get("children", [])
     if not isinstance(children, list):
         raise TaxonomyError(f"{path}/{name}: 'children' must be a list")
@@ -120,6 +135,17 @@ class Taxonomy:
             if node.name in self._by_name:
                 raise TaxonomyError(f"node name {node.name!r} appears twice; names must be unique")
             self._by_name[node.name] = node
+        coded: dict[tuple[str, str], str] = {}
+        for node in self.root.walk():
+            if node.code is None:
+                continue
+            key = (node.code.scheme, node.code.value)
+            if key in coded:
+                raise TaxonomyError(
+                    f"nodes {coded[key]!r} and {node.name!r} carry the same code {key[0]} {key[1]}; a reader "
+                    "could not tell their scores apart: give one of them another code or none"
+                )
+            coded[key] = node.name
         for cls in self.training_classes:
             if cls not in self._by_name:
                 raise TaxonomyError(f"training class {cls!r} is not a node of the taxonomy")
@@ -147,6 +173,10 @@ class Taxonomy:
     @property
     def fine_labels(self) -> list[str]:
         return [n.name for n in self.level(2)]
+
+    def codes(self) -> dict[str, ClassCode]:
+        """Node name → code, for the nodes that carry one."""
+        return {n.name: n.code for n in self.root.walk() if n.code is not None}
 
     @property
     def fine_parents(self) -> list[str]:
