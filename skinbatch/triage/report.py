@@ -9,6 +9,11 @@ The HTML report (one file, no external resources) shows the highest-risk images 
 the model saw (the preprocessed 299×299 input), a histogram of the scores, and a summary of failures.
 Thumbnails are made again from the files at report time, and only if the file still has the hash that
 was scored.
+
+Where the served model computes ``MALIGNANCY_MAP`` and the run kept it, the maps arrive as an explicit
+``maps`` argument keyed by (content sha256, frame). The report then overlays each top image's map on its
+thumbnail (rendering in :mod:`skinbatch.maps`), and with ``write_maps`` writes one PNG overlay per scored
+frame into ``maps/`` next to the CSV, whose ``map_png`` column names it.
 """
 
 from __future__ import annotations
@@ -17,21 +22,30 @@ import base64
 import csv
 import hashlib
 import html
-import io
 import json
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from skinbatch.imaging import DecodeLimits, ImageDecodeError, Preprocessing, decode, preprocess
+from skinbatch.maps import encode_image, overlay
 
 from .state import ErrorRow, FrameRow, TriageStore
 
 CSV_FILE = "triage.csv"
 HTML_FILE = "triage.html"
 SUMMARY_FILE = "triage-summary.json"
+MAPS_DIR = "maps"
+THUMBNAIL = 160
+
+MapKey = tuple[str, int]
+"""(sha256 of the file's bytes, frame number from 1): one scored frame."""
+Maps = Mapping[MapKey, np.ndarray]
+"""``MALIGNANCY_MAP`` grids (h × w, raw, as served) by frame."""
 
 DICOM_COLUMNS = ("study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid",
                  "accession_number")
@@ -59,6 +73,7 @@ def csv_header(coarse_labels: Sequence[str], fine_labels: Sequence[str]) -> list
         *(f"coarse:{c}" for c in coarse_labels), *(f"fine:{f}" for f in fine_labels),
         "top_class", "top_probability", "top_classes", *DICOM_COLUMNS, "error_type", "error_message",
         "model_name", "model_version", "model_trained", "weights_sha256", "taxonomy_sha256", "scored_at",
+        "map_png",
     ]
 
 
@@ -68,7 +83,7 @@ def _model_cells(model: dict[str, Any]) -> list[Any]:
 
 
 def frame_csv_row(rank: int, row: FrameRow, coarse_labels: Sequence[str], fine_labels: Sequence[str],
-                  model: dict[str, Any]) -> list[Any]:
+                  model: dict[str, Any], map_png: str = "") -> list[Any]:
     top = row.top_classes[0] if row.top_classes else {"name": "", "probability": ""}
     dicom = row.dicom or {}
     return [
@@ -78,7 +93,7 @@ def frame_csv_row(rank: int, row: FrameRow, coarse_labels: Sequence[str], fine_l
         *(f"{row.fine.get(f, float('nan')):.6f}" for f in fine_labels),
         top["name"], top["probability"] if top["probability"] == "" else f"{top['probability']:.6f}",
         json.dumps(row.top_classes, ensure_ascii=False), *(dicom.get(k, "") for k in DICOM_COLUMNS), "", "",
-        *_model_cells(model), row.scored_at,
+        *_model_cells(model), row.scored_at, map_png,
     ]
 
 
@@ -86,19 +101,23 @@ def error_csv_row(row: ErrorRow, n_coarse: int, n_fine: int, model: dict[str, An
     return [
         "", "", "failed", row.path, "", "", row.sha256 or "", "", "", row.bytes if row.bytes is not None else "",
         *([""] * (n_coarse + n_fine)), "", "", "", *([""] * len(DICOM_COLUMNS)), row.error_type,
-        row.error_message, *_model_cells(model), "",
+        row.error_message, *_model_cells(model), "", "",
     ]
 
 
-def write_csv(store: TriageStore, path: Path, coarse_labels: Sequence[str], fine_labels: Sequence[str]) -> int:
-    """Write the ranked CSV; returns the number of scored rows."""
+def write_csv(store: TriageStore, path: Path, coarse_labels: Sequence[str], fine_labels: Sequence[str],
+              map_files: Mapping[MapKey, str] | None = None) -> int:
+    """Write the ranked CSV; returns the number of scored rows. ``map_files``: overlay PNGs by frame,
+    relative to the CSV's folder."""
+    map_files = map_files or {}
     n = 0
     tmp = path.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(csv_header(coarse_labels, fine_labels))
         for n, row in enumerate(store.frame_rows(), 1):
-            w.writerow(frame_csv_row(n, row, coarse_labels, fine_labels, store.model))
+            w.writerow(frame_csv_row(n, row, coarse_labels, fine_labels, store.model,
+                                     map_files.get((row.sha256, row.frame), "")))
         for err in store.error_rows():
             w.writerow(error_csv_row(err, len(coarse_labels), len(fine_labels), store.model))
     tmp.replace(path)
@@ -144,11 +163,9 @@ def svg_histogram(values: Sequence[float], bins: int = 20, width: int = 640, hei
     return "".join(parts)
 
 
-def thumbnail_data_uri(path: str, sha256: str, frame: int, preprocessing: Preprocessing,
-                       limits: DecodeLimits | None = None, size: int = 160) -> str | None:
-    """A JPEG data URI of the model's input for one frame, or None if the file changed or is gone."""
-    from PIL import Image
-
+def model_input(path: str, sha256: str, frame: int, preprocessing: Preprocessing,
+                limits: DecodeLimits | None = None) -> np.ndarray | None:
+    """The model's input (size × size × 3 uint8) for one frame, or None if the file changed or is gone."""
     try:
         data = Path(path).read_bytes()
     except OSError:
@@ -162,10 +179,55 @@ def thumbnail_data_uri(path: str, sha256: str, frame: int, preprocessing: Prepro
     frames = [f for f in decoded.frames if f.number == frame] or list(decoded.frames[:1])
     if not frames:
         return None
-    pixels = preprocess(frames[0].pixels, preprocessing)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).resize((size, size), Image.Resampling.LANCZOS).save(buf, format="JPEG", quality=82)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return preprocess(frames[0].pixels, preprocessing)
+
+
+def _jpeg_uri(pixels: np.ndarray, size: int = THUMBNAIL) -> str:
+    from PIL import Image
+
+    small = np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.LANCZOS))
+    return "data:image/jpeg;base64," + base64.b64encode(encode_image(small, "JPEG", 82)).decode("ascii")
+
+
+def thumbnail_data_uri(path: str, sha256: str, frame: int, preprocessing: Preprocessing,
+                       limits: DecodeLimits | None = None, size: int = THUMBNAIL) -> str | None:
+    """A JPEG data URI of the model's input for one frame, or None if the file changed or is gone."""
+    pixels = model_input(path, sha256, frame, preprocessing, limits)
+    return None if pixels is None else _jpeg_uri(pixels, size)
+
+
+def overlay_data_uri(pixels: np.ndarray, cam: np.ndarray, size: int = THUMBNAIL) -> str:
+    """A JPEG data URI of the map blended over the thumbnail (blended at the thumbnail's size)."""
+    from PIL import Image
+
+    small = np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.LANCZOS))
+    return "data:image/jpeg;base64," + base64.b64encode(encode_image(overlay(small, cam), "JPEG", 82)).decode("ascii")
+
+
+def map_png_name(key: MapKey) -> str:
+    """Stable across runs and resumes: named by content and frame, not by rank."""
+    return f"{MAPS_DIR}/{key[0]}_{key[1]}.png"
+
+
+def write_map_overlays(store: TriageStore, out_dir: Path, maps: Maps, preprocessing: Preprocessing,
+                       limits: DecodeLimits | None = None) -> dict[MapKey, str]:
+    """One PNG per scored frame that has a map: the map over the model's input, full size. Returns the
+    files by frame, relative to ``out_dir``. A file that changed since it was scored gets none."""
+    written: dict[MapKey, str] = {}
+    for row in store.frame_rows():
+        key = (row.sha256, row.frame)
+        if key in written or key not in maps:
+            continue
+        pixels = model_input(row.path, row.sha256, row.frame, preprocessing, limits)
+        if pixels is None:
+            continue
+        target = out_dir / map_png_name(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".png.tmp")
+        tmp.write_bytes(encode_image(overlay(pixels, maps[key])))
+        tmp.replace(target)
+        written[key] = map_png_name(key)
+    return written
 
 
 _CSS = """
@@ -179,6 +241,8 @@ border-radius:6px;margin:14px 0;font-weight:600}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:12px}
 .card{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:10px;font-size:12px;overflow:hidden}
 .card img,.card .noimg{width:160px;height:160px;display:block;margin:0 auto 8px;border-radius:4px;background:#e9ecef}
+.pair{position:relative;width:160px;height:160px;margin:0 auto 8px} .pair img{position:absolute;left:0;top:0;margin:0}
+.pair img.map{transition:opacity .15s} .pair:hover img.map{opacity:0} .maplegend{color:#555;font-size:12px;margin:-4px 0 10px}
 .noimg{line-height:160px;text-align:center;color:#777}
 .rank{font-weight:700;font-size:14px} .score{font-size:18px;font-weight:700}
 .bar{height:6px;background:#e9ecef;border-radius:3px;margin:4px 0 6px}
@@ -193,11 +257,30 @@ def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _card_html(rank: int, row: FrameRow, uri: str | None, also: int) -> str:
+class TopImage(NamedTuple):
+    """One card of the report's highest-risk grid."""
+
+    rank: int
+    row: FrameRow
+    thumbnail: str | None
+    """Data URI of the model's input, or None if the file is gone or changed."""
+    also: int
+    """Other paths holding the same content."""
+    overlay: str | None = None
+    """Data URI of the malignancy map over the thumbnail, where the run kept a map."""
+
+
+def _card_html(rank: int, row: FrameRow, uri: str | None, also: int, overlay_uri: str | None = None) -> str:
     pct = 100 * row.malignancy
     hue = 120 - 120 * row.malignancy
-    img = (f'<img src="{uri}" alt="model input, rank {rank}">' if uri
-           else '<div class="noimg">no thumbnail</div>')
+    if uri and overlay_uri:
+        # The overlay sits on the plain thumbnail; hovering hides it to show the image alone.
+        img = (f'<div class="pair" title="malignancy map; hover to hide"><img src="{uri}" alt="model input, rank {rank}">'
+               f'<img class="map" src="{overlay_uri}" alt="malignancy map over the model input, rank {rank}"></div>')
+    elif uri:
+        img = f'<img src="{uri}" alt="model input, rank {rank}">'
+    else:
+        img = '<div class="noimg">no thumbnail</div>'
     top = row.top_classes[0] if row.top_classes else None
     name = Path(row.path).name
     frame = f" · frame {row.frame}/{row.frames}" if row.frames > 1 else ""
@@ -214,9 +297,15 @@ def _card_html(rank: int, row: FrameRow, uri: str | None, also: int) -> str:
     )
 
 
-def render_html(*, model: dict[str, Any], run: dict[str, Any], top: list[tuple[int, FrameRow, str | None, int]],
+MAP_LEGEND = ("Coloured overlay: where the network found evidence for “malignant” (class activation map of "
+              "P(malignant), relative within each image: red most, blue little; uncoloured none or against). "
+              "Hover over an image to see it alone.")
+
+
+def render_html(*, model: dict[str, Any], run: dict[str, Any], top: Sequence[TopImage | tuple[Any, ...]],
                 scores: Sequence[float], errors: Sequence[ErrorRow], csv_name: str, generated_at: str) -> str:
-    """The whole report page. Pure: thumbnails arrive as data URIs."""
+    """The whole report page. Pure: thumbnails and overlays arrive as data URIs."""
+    top = [TopImage(*entry) for entry in top]
     untrained = (
         '<div class="warn">Untrained model (demo weights): these scores are random and must not be used '
         "clinically.</div>" if not model.get("trained", False) else "")
@@ -238,7 +327,8 @@ def render_html(*, model: dict[str, Any], run: dict[str, Any], top: list[tuple[i
     failures = (
         "<table><tr><th>error</th><th>files</th><th>meaning</th><th>examples</th></tr>" + failure_rows + "</table>"
         if errors else "<p>No failures.</p>")
-    cards = "".join(_card_html(rank, row, uri, also) for rank, row, uri, also in top)
+    cards = "".join(_card_html(t.rank, t.row, t.thumbnail, t.also, t.overlay) for t in top)
+    legend = f'<p class="maplegend">{_esc(MAP_LEGEND)}</p>' if any(t.overlay for t in top) else ""
     weights = str(model.get("weights_sha256", ""))[:16]
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>skinbatch triage report</title>
@@ -250,7 +340,7 @@ def render_html(*, model: dict[str, Any], run: dict[str, Any], top: list[tuple[i
 {untrained}
 <div class="stats">{''.join(f'<div class="stat"><b>{_esc(v)}</b><span>{_esc(k)}</span></div>' for v, k in stats)}</div>
 <h2>Highest risk ({len(top)} shown)</h2>
-<div class="grid">{cards or '<p>No scored images.</p>'}</div>
+{legend}<div class="grid">{cards or '<p>No scored images.</p>'}</div>
 <h2>Distribution of P(malignant) over {len(scores)} frames</h2>
 {svg_histogram(scores)}
 <h2>Failures</h2>
@@ -259,13 +349,34 @@ def render_html(*, model: dict[str, Any], run: dict[str, Any], top: list[tuple[i
 """
 
 
+def _top_image(rank: int, row: FrameRow, also: int, preprocessing: Preprocessing, limits: DecodeLimits | None,
+               maps: Maps) -> TopImage:
+    pixels = model_input(row.path, row.sha256, row.frame, preprocessing, limits)
+    if pixels is None:
+        return TopImage(rank, row, None, also)
+    cam = maps.get((row.sha256, row.frame))
+    return TopImage(rank, row, _jpeg_uri(pixels), also, None if cam is None else overlay_data_uri(pixels, cam))
+
+
 def write_reports(store: TriageStore, out_dir: Path, coarse_labels: Sequence[str], fine_labels: Sequence[str],
                   preprocessing: Preprocessing, run: dict[str, Any], top_n: int = 24,
-                  limits: DecodeLimits | None = None) -> dict[str, Path]:
-    """CSV, HTML and a JSON summary into ``out_dir``; returns their paths."""
+                  limits: DecodeLimits | None = None, maps: Maps | None = None,
+                  write_maps: bool = False) -> dict[str, Path]:
+    """CSV, HTML and a JSON summary into ``out_dir``; returns their paths.
+
+    ``maps``: ``MALIGNANCY_MAP`` by (sha256, frame), overlaid on the top images' thumbnails. With
+    ``write_maps`` (``--maps``), every frame with a map also gets a PNG overlay in ``out_dir/maps/``,
+    named in the CSV's ``map_png`` column, and the result has a ``maps`` entry.
+    """
+    maps = maps or {}
     out_dir.mkdir(parents=True, exist_ok=True)
+    outputs: dict[str, Path] = {}
+    map_files: dict[MapKey, str] = {}
+    if write_maps and maps:
+        map_files = write_map_overlays(store, out_dir, maps, preprocessing, limits)
+        outputs["maps"] = out_dir / MAPS_DIR
     csv_path = out_dir / CSV_FILE
-    write_csv(store, csv_path, coarse_labels, fine_labels)
+    write_csv(store, csv_path, coarse_labels, fine_labels, map_files)
     scores: list[float] = []
     paths_per_content: Counter[tuple[str, int]] = Counter()
     top_rows: list[FrameRow] = []
@@ -279,8 +390,8 @@ def write_reports(store: TriageStore, out_dir: Path, coarse_labels: Sequence[str
             seen.add(key)
             top_rows.append(row)
     errors = list(store.error_rows())
-    top = [(rank, row, thumbnail_data_uri(row.path, row.sha256, row.frame, preprocessing, limits),
-            paths_per_content[(row.sha256, row.frame)] - 1) for rank, row in enumerate(top_rows, 1)]
+    top = [_top_image(rank, row, paths_per_content[(row.sha256, row.frame)] - 1, preprocessing, limits, maps)
+           for rank, row in enumerate(top_rows, 1)]
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     html_path = out_dir / HTML_FILE
     html_path.write_text(render_html(model=store.model, run=run, top=top, scores=scores, errors=errors,
@@ -288,6 +399,7 @@ def write_reports(store: TriageStore, out_dir: Path, coarse_labels: Sequence[str
     summary_path = out_dir / SUMMARY_FILE
     summary = {**run, "generated_at": generated, "model": store.model, "frames_scored_total": len(scores),
                "failures_by_type": dict(Counter(e.error_type for e in errors)),
-               "csv": CSV_FILE, "html": HTML_FILE}
+               "csv": CSV_FILE, "html": HTML_FILE, "map_overlays": len(map_files),
+               "maps": MAPS_DIR if map_files else None}
     summary_path.write_text(json.dumps(summary, indent=1, default=str) + "\n", encoding="utf-8")
-    return {"csv": csv_path, "html": html_path, "summary": summary_path}
+    return {"csv": csv_path, "html": html_path, "summary": summary_path, **outputs}
