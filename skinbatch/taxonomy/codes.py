@@ -71,7 +71,8 @@ class ClassCode:
         """Parse and check ``{"scheme", "value", "meaning"}``; ``where`` names the node in errors."""
         if not isinstance(d, Mapping):
             raise CodeError(f"{where}: 'code' must be an object with 'scheme', 'value' and 'meaning'")
-        missing = [k for k in ("scheme", "value", "meaning") if not isinstance(d.get(k), str) or not d.get(k).strip()]
+        missing = [k for k in ("scheme", "value", "meaning") if not str(d.get(k) or "").strip()
+                   or not isinstance(d.get(k), str)]
         if missing:
             raise CodeError(f"{where}: 'code' needs non-empty text in {', '.join(repr(k) for k in missing)}")
         extra = sorted(set(d) - {"scheme", "value", "meaning"})
