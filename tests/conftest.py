@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.converted",
     "tests.fixtures.stack",
     "tests.fixtures.orthanc",
+    "tests.fixtures.fhir_validator",
 ]
