@@ -15,18 +15,20 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 setup: $(VENV)/.installed
 	$(VENV)/bin/skinbatch localstack fetch
 
-# Debian tools some tests use: promtool (Prometheus configs), Chromium (the HTML report renders) and
-# Orthanc with its DICOMweb plugin (a real PACS for the DICOMweb tests).
+# Debian tools some tests use: promtool (Prometheus configs), Chromium (the HTML report renders),
+# Orthanc with its DICOMweb plugin (a real PACS for the DICOMweb tests), and the DICOM validators that
+# check every structured report: dciodvfy (dicom3tools) and dsrdump (DCMTK).
 # Installed when missing and this is a root shell with apt (CI, fresh dev machines); otherwise those
-# tests skip and say why.
+# tests skip and say why (in CI, where CI is set, the SR validator tests fail instead).
 tools:
 	@if command -v promtool >/dev/null && command -v chromium >/dev/null && command -v Orthanc >/dev/null \
-	  && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then :; \
+	  && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] \
+	  && command -v dciodvfy >/dev/null && command -v dsrdump >/dev/null; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    prometheus chromium orthanc orthanc-dicomweb >/dev/null) \
-	    || echo "note: could not install promtool/chromium/orthanc; their tests will skip"; \
-	else echo "note: promtool/chromium/orthanc missing; their tests will skip"; fi
+	    prometheus chromium orthanc orthanc-dicomweb dicom3tools dcmtk >/dev/null) \
+	    || echo "note: could not install promtool/chromium/orthanc/dicom3tools/dcmtk; their tests will skip"; \
+	else echo "note: promtool/chromium/orthanc/dicom3tools/dcmtk missing; their tests will skip"; fi
 
 demo: setup
 	$(VENV)/bin/skinbatch demo
