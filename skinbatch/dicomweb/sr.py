@@ -323,6 +323,9 @@ def build_score_report(
         instance_number=1,
         manufacturer=MANUFACTURER,
         is_complete=True,
+        # Preliminary Flag: FINAL only for a trained model, as its FHIR Observations are final; an
+        # untrained model's scores are random. Verification stays UNVERIFIED: no person signed them.
+        is_final=bool(model.get("trained")),
         series_description=_short(f"AI skin lesion scores: {model.get('name', '')} {model.get('version', '')}"),
         content_date=when.date(),
         content_time=when.time(),

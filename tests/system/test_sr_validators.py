@@ -46,11 +46,13 @@ def _scores(seed: int) -> Scores:
 
 
 def _write_report(path: Path, out: Path) -> Path:
+    # Half the reports as from a trained model: those are FINAL rather than PRELIMINARY.
+    model = {**MODEL, "trained": SOURCES.index(path) % 2 == 0} if path in SOURCES else MODEL
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         source = header_of(path.read_bytes())
         frames = min(int(source.get("NumberOfFrames", 1) or 1), MAX_FRAMES)
-        sr = build_score_report(source, [FrameScores(n, _scores(n)) for n in range(1, frames + 1)], MODEL,
+        sr = build_score_report(source, [FrameScores(n, _scores(n)) for n in range(1, frames + 1)], model,
                                 coarse_labels=CARD["coarse_labels"], fine_labels=CARD["fine_labels"],
                                 codes=CARD["codes"], input_sha256="ef" * 32)
     target = out / f"{path.stem}.sr.dcm"

@@ -180,6 +180,17 @@ def test_read_score_report_gives_back_labels_numbers_frames_and_traceability(nam
         assert p.codes is not None and p.codes["melanoma" if "melanoma" in p.codes else "benign"].scheme == "SCT"
 
 
+def test_only_a_trained_models_report_is_final_and_none_is_verified() -> None:
+    _, sr, _ = _report("SC_rgb_jpeg.dcm", [1])
+    assert (sr.PreliminaryFlag, sr.VerificationFlag) == ("PRELIMINARY", "UNVERIFIED")
+    source = _source("SC_rgb_jpeg.dcm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trained = build_score_report(source, [FrameScores(1, _scores(1))], {**MODEL, "trained": True},
+                                     coarse_labels=COARSE, fine_labels=FINE)
+    assert (trained.PreliminaryFlag, trained.VerificationFlag) == ("FINAL", "UNVERIFIED")
+
+
 def test_the_report_states_the_model_facts_for_traceability() -> None:
     _, sr, _ = _report("SC_rgb_jpeg.dcm", [1])
     facts = {item.ConceptNameCodeSequence[0].CodeValue: item for item in sr.ContentSequence
