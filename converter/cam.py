@@ -95,7 +95,8 @@ def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
     return default if attr is None else helper.get_attribute_value(attr)
 
 
-def _skip_back(producers: dict[str, onnx.NodeProto], name: str, ops: tuple[str, ...]) -> tuple[str, onnx.NodeProto | None]:
+def _skip_back(producers: dict[str, onnx.NodeProto], name: str,
+               ops: tuple[str, ...]) -> tuple[str, onnx.NodeProto | None]:
     node = producers.get(name)
     while node is not None and node.op_type in ops:
         name = node.input[0]
@@ -103,7 +104,8 @@ def _skip_back(producers: dict[str, onnx.NodeProto], name: str, ops: tuple[str, 
     return name, node
 
 
-def _linear_weight(graph: onnx.GraphProto, producers: dict[str, onnx.NodeProto], logits: onnx.NodeProto | None) -> tuple[str, np.ndarray]:
+def _linear_weight(graph: onnx.GraphProto, producers: dict[str, onnx.NodeProto],
+                   logits: onnx.NodeProto | None) -> tuple[str, np.ndarray]:
     """The linear layer's input and its ``[K, C]`` weights, for Gemm, MatMul or Add(MatMul, bias)."""
     node = logits
     if node is not None and node.op_type == "Add":
@@ -182,7 +184,8 @@ def add_malignancy_map(model: onnx.ModelProto, malignancy: np.ndarray,
     if len(indices) == 0:
         raise MapUnavailable("no training class lies under the malignant node")
     if int(indices.max()) >= head.weight.shape[0]:
-        raise ConverterError(f"the taxonomy has more training classes than the network's {head.weight.shape[0]} outputs")
+        raise ConverterError(
+            f"the taxonomy has more training classes than the network's {head.weight.shape[0]} outputs")
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
     channels = head.weight.shape[1]
@@ -199,8 +202,10 @@ def add_malignancy_map(model: onnx.ModelProto, malignancy: np.ndarray,
     graph.node.extend([
         helper.make_node("Gather", [probs, p + "malignant_classes"], [p + "probs"], axis=1, name=p + "Gather"),
         helper.make_node("MatMul", [p + "probs", p + "weights"], [p + "channel_weights"], name=p + "MatMulWeights"),
-        helper.make_node("Reshape", [p + "channel_weights", p + "shape_weights"], [p + "row"], name=p + "ReshapeWeights"),
-        helper.make_node("Reshape", [head.features, p + "shape_features"], [p + "features"], name=p + "ReshapeFeatures"),
+        helper.make_node("Reshape", [p + "channel_weights", p + "shape_weights"], [p + "row"],
+                         name=p + "ReshapeWeights"),
+        helper.make_node("Reshape", [head.features, p + "shape_features"], [p + "features"],
+                         name=p + "ReshapeFeatures"),
         helper.make_node("MatMul", [p + "row", p + "features"], [p + "cells"], name=p + "MatMulFeatures"),
         helper.make_node("Reshape", [p + "cells", p + "shape_map"], [MALIGNANCY_MAP], name=p + "ReshapeMap"),
     ])

@@ -182,11 +182,18 @@ def model_input(path: str, sha256: str, frame: int, preprocessing: Preprocessing
     return preprocess(frames[0].pixels, preprocessing)
 
 
-def _jpeg_uri(pixels: np.ndarray, size: int = THUMBNAIL) -> str:
+def _thumbnail(pixels: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image
 
-    small = np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.LANCZOS))
-    return "data:image/jpeg;base64," + base64.b64encode(encode_image(small, "JPEG", 82)).decode("ascii")
+    return np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.LANCZOS))
+
+
+def _jpeg_data_uri(rgb: np.ndarray) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(encode_image(rgb, "JPEG", 82)).decode("ascii")
+
+
+def _jpeg_uri(pixels: np.ndarray, size: int = THUMBNAIL) -> str:
+    return _jpeg_data_uri(_thumbnail(pixels, size))
 
 
 def thumbnail_data_uri(path: str, sha256: str, frame: int, preprocessing: Preprocessing,
@@ -198,10 +205,7 @@ def thumbnail_data_uri(path: str, sha256: str, frame: int, preprocessing: Prepro
 
 def overlay_data_uri(pixels: np.ndarray, cam: np.ndarray, size: int = THUMBNAIL) -> str:
     """A JPEG data URI of the map blended over the thumbnail (blended at the thumbnail's size)."""
-    from PIL import Image
-
-    small = np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.LANCZOS))
-    return "data:image/jpeg;base64," + base64.b64encode(encode_image(overlay(small, cam), "JPEG", 82)).decode("ascii")
+    return _jpeg_data_uri(overlay(_thumbnail(pixels, size), cam))
 
 
 def map_png_name(key: MapKey) -> str:
@@ -242,7 +246,8 @@ border-radius:6px;margin:14px 0;font-weight:600}
 .card{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:10px;font-size:12px;overflow:hidden}
 .card img,.card .noimg{width:160px;height:160px;display:block;margin:0 auto 8px;border-radius:4px;background:#e9ecef}
 .pair{position:relative;width:160px;height:160px;margin:0 auto 8px} .pair img{position:absolute;left:0;top:0;margin:0}
-.pair img.map{transition:opacity .15s} .pair:hover img.map{opacity:0} .maplegend{color:#555;font-size:12px;margin:-4px 0 10px}
+.pair img.map{transition:opacity .15s} .pair:hover img.map{opacity:0}
+.maplegend{color:#555;font-size:12px;margin:-4px 0 10px}
 .noimg{line-height:160px;text-align:center;color:#777}
 .rank{font-weight:700;font-size:14px} .score{font-size:18px;font-weight:700}
 .bar{height:6px;background:#e9ecef;border-radius:3px;margin:4px 0 6px}
