@@ -33,7 +33,9 @@ def inception_counts(client: object) -> tuple[int, int]:
     return int(model.get("inference_count", 0)), int(model.get("execution_count", 0))
 
 
-def run_level(endpoint: str, images: np.ndarray, concurrency: int, requests: int) -> dict[str, float]:
+def run_level(endpoint: str, images: np.ndarray, concurrency: int, requests: int,
+              outputs: tuple[str, ...] = ("MALIGNANCY",)) -> dict[str, float]:
+    """``requests`` one-image requests, at most ``concurrency`` in flight, each asking for ``outputs``."""
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(endpoint)
@@ -59,7 +61,7 @@ def run_level(endpoint: str, images: np.ndarray, concurrency: int, requests: int
         inp = grpcclient.InferInput("IMAGE", [1, *images.shape[1:]], "UINT8")
         inp.set_data_from_numpy(images[i % len(images)][None])
         client.async_infer("skin_classifier", [inp], callback,
-                           outputs=[grpcclient.InferRequestedOutput("MALIGNANCY")])
+                           outputs=[grpcclient.InferRequestedOutput(name) for name in outputs])
     done.wait()
     elapsed = time.perf_counter() - start
     count1, exec1 = inception_counts(client)
