@@ -53,6 +53,8 @@ EPSILON = 1e-4
 MIN_WINDOW = 200
 #: The consumer's default window: recent enough to catch a change within an hour at a few images a second.
 DEFAULT_WINDOW = 1000
+#: Scores a reference should hold: below this its own sampling noise is a sizeable part of the PSI.
+MIN_REFERENCE = 500
 
 
 class ReferenceDistributionError(ValueError):
@@ -237,6 +239,14 @@ def psi(reference: ReferenceDistribution | Sequence[float] | np.ndarray, counts:
     e = np.maximum(expected, epsilon)
     a = np.maximum(actual, epsilon)
     return float(np.sum((a - e) * np.log(a / e)))
+
+
+def expected_psi(window: int, reference: int) -> float:
+    """PSI to expect between a window and a reference drawn from one population, about
+    (B − 1)(1/window + 1/reference): the floor under which a reading means nothing."""
+    if window < 1 or reference < 1:
+        raise ValueError("both samples need at least one score")
+    return (N_BINS - 1) * (1 / window + 1 / reference)
 
 
 def level(value: float | None) -> str:

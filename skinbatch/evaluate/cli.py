@@ -12,6 +12,7 @@ import click
 
 from skinbatch.connect.options import TritonTarget, triton_options
 from skinbatch.contract import ENSEMBLE, EXIT_CODE_EPILOG, ExitCode
+from skinbatch.drift import DEFAULT_WINDOW, MIN_REFERENCE, expected_psi
 from skinbatch.status.health import check_triton
 from skinbatch.triage.progress import Progress
 from skinbatch.triage.run import RunOptions, Runner, default_workers
@@ -139,6 +140,10 @@ def evaluate(labels_csv: Path, triton: TritonTarget, out_dir: Path, taxonomy_pat
             click.echo(f"reference distribution of P(malignant) for drift monitoring: {outputs['reference']} "
                        "(embed it with `skinbatch convert --update-card --reference-distribution FILE "
                        "--repository DIR`)")
+    if 0 < len(frame_malignancy) < MIN_REFERENCE:
+        _err(f"the reference distribution holds {len(frame_malignancy)} scores; drift readings against it carry "
+             f"noise of about {expected_psi(DEFAULT_WINDOW, len(frame_malignancy)):.2f} PSI. Evaluate at least "
+             f"{MIN_REFERENCE} images for a reference worth monitoring against")
     if failures:
         _err(f"{len(failures)} file(s) could not be scored; see scores.csv")
     if summary.triton_error:

@@ -30,6 +30,7 @@ from skinbatch.drift import (
     bin_indices,
     counts_from_cumulative,
     cumulative_from_counts,
+    expected_psi,
     level,
     load_reference,
     psi,
@@ -137,6 +138,16 @@ def test_model_card_carries_the_reference_and_old_cards_still_load() -> None:
 
 
 # -- PSI -----------------------------------------------------------------------------------------------
+
+def test_expected_noise_matches_two_samples_of_one_population() -> None:
+    rng = np.random.default_rng(3)
+    reference = _reference(rng, 0.6, 5.0, n=2000)
+    readings = [psi(reference, bin_counts(rng.beta(0.6, 5.0, 500))) for _ in range(200)]
+    # (B - 1)(1/n + 1/N) = 9 (1/500 + 1/2000) = 0.0225; the mean of 200 readings lands close to it.
+    assert np.mean(readings) == pytest.approx(expected_psi(500, 2000), rel=0.25)
+    with pytest.raises(ValueError):
+        expected_psi(0, 10)
+
 
 def test_psi_on_known_numbers() -> None:
     e = np.full(N_BINS, 0.1)
