@@ -126,10 +126,17 @@ class KafkaConnection:
         return f"{self.bootstrap_servers} ({how})"
 
 
-class FileTokenProvider:
+try:  # kafka-python 3.0 keeps it here; 2.x had kafka.sasl.oauth
+    from kafka.net.sasl.oauth import AbstractTokenProvider
+except ImportError:  # pragma: no cover
+    from kafka.sasl.oauth import AbstractTokenProvider  # type: ignore[no-redef]
+
+
+class FileTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
     """An OAUTHBEARER token provider for kafka-python that reads the token from a file every time."""
 
     def __init__(self, path: str) -> None:
+        super().__init__()
         self.path = path
 
     def token(self) -> str:
