@@ -3,9 +3,10 @@
 Heavy (torch, onnx, onnxruntime; tensorrt on GPU hosts). Nothing in ``skinbatch/`` or ``consumer/``
 imports it; the CLI loads it lazily. Submodules, in data-flow order:
 
-``checkpoint`` (weights in) → ``export`` (served FP32 ONNX, parity) → ``fp16`` (mixed-precision ONNX) →
-``tensorrt_engine`` (strongly typed plan) → ``drift`` (FP16 vs FP32) → ``taxonomy_model`` (aggregation
-ONNX) → ``repository`` (configs and files) → ``pipeline`` (all of it) → ``cli``.
+``checkpoint`` (weights in) → ``export`` (served FP32 ONNX, parity) → ``cam`` (the ``MALIGNANCY_MAP``
+output) → ``fp16`` (mixed-precision ONNX) → ``tensorrt_engine`` (strongly typed plan) → ``drift`` (FP16 vs
+FP32) → ``taxonomy_model`` (aggregation ONNX) → ``repository`` (configs and files) → ``pipeline`` (all of
+it, in named steps) → ``cli``.
 """
 
 from .errors import ConverterError
