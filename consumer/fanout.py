@@ -211,6 +211,7 @@ class DicomWebFanOut:
         model = card.model_summary()
         frames = [FrameScores(n, s) for n, s in zip(job.decoded.frame_numbers, job.scores) if s is not None]
         selection = job.request.dicomweb.frame if job.request and job.request.dicomweb else None
+        input_sha256 = job.decoded.sha256
 
         def store() -> dict[str, Any]:
             sop = sr_instance_uid(header.SOPInstanceUID, model, selection)
@@ -218,7 +219,8 @@ class DicomWebFanOut:
             if archive.instance_exists(header.StudyInstanceUID, sop):
                 return {"sop_instance_uid": sop, "series_instance_uid": series, "stored": False}
             sr = build_score_report(header, frames, model, coarse_labels=card.coarse_labels,
-                                    fine_labels=card.fine_labels, frame_selection=selection)
+                                    fine_labels=card.fine_labels, frame_selection=selection,
+                                    codes=card.taxonomy.get("codes"), input_sha256=input_sha256)
             archive.store(sr)
             return {"sop_instance_uid": sop, "series_instance_uid": series, "stored": True}
 

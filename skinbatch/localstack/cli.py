@@ -59,10 +59,14 @@ def localstack() -> None:
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Cache root (default: $SKINBATCH_CACHE or ~/.cache/skinbatch).")
 def fetch(cache_dir: Path | None) -> None:
-    """Download the Kafka jars with Maven now (done on first use otherwise); print their folder."""
+    """Download the Kafka jars and the HAPI FHIR validator with Maven now (done on first use otherwise);
+    print their folders."""
+    from skinbatch.localstack.fhir_validator import FhirValidatorSetupError, ensure_fhir_validator
+
     try:
         click.echo(str(ensure_kafka_jars(cache_dir)))
-    except KafkaSetupError as exc:
+        click.echo(str(ensure_fhir_validator(cache_dir)))
+    except (KafkaSetupError, FhirValidatorSetupError) as exc:
         raise _SetupFailed(str(exc)) from exc
 
 

@@ -25,6 +25,7 @@ from pydicom.uid import generate_uid
 
 from skinbatch.dicomweb.client import DicomWebArchive, DicomWebSettings
 from skinbatch.dicomweb.sr import read_score_report, sr_series_uid
+from tests.fixtures.sr_checks import assert_tid1500, run_dciodvfy, run_dsrdump
 from skinbatch.imaging import decode, preprocess
 from skinbatch.samples import pydicom_colour_files
 from skinbatch.scoring import TritonScorer
@@ -173,6 +174,20 @@ def test_uid_requests_are_scored_like_inline_and_reports_land_in_the_study(
         assert match[0].malignancy == pytest.approx(got["malignancy"], abs=1e-9)
         assert match[0].coarse == pytest.approx(got["coarse"], abs=1e-9)
         assert match[0].fine == pytest.approx(got["fine"], abs=1e-9)
+    # Every report stored: highdicom's TID 1500 reader finds one group per frame with the Kafka numbers,
+    # dciodvfy finds no error and dsrdump renders it.
+    by_report: dict[str, list[dict[str, Any]]] = {}
+    for got in results.values():
+        by_report.setdefault(got["sr"]["sop_instance_uid"], []).append(got)
+    for sr_uid, members in by_report.items():
+        study, series = members[0]["dicom"]["study_instance_uid"], members[0]["sr"]["series_instance_uid"]
+        sr = client.retrieve_instance(study, series, sr_uid)
+        frames = {m["dicom"]["frame"]: m["malignancy"] for m in members}
+        assert_tid1500(sr, set(frames), frames, members[0]["dicom"]["sop_instance_uid"])
+        path = tmp_path / f"{sr_uid}.dcm"
+        sr.save_as(path, enforce_file_format=True)
+        assert not run_dciodvfy(path).errors, (sr_uid, run_dciodvfy(path).errors)
+        assert "Imaging Measurement Report" in run_dsrdump(path)
     # The series request scored instances already scored: still one report per instance and model.
     for ds in datasets:
         assert len(_sr_instances(archive, ds.StudyInstanceUID, results["inst-0"]["model"])) == len(
