@@ -147,7 +147,7 @@ def preprocessing_dict(resize: str, normalization: str) -> dict[str, Any]:
     return {**base, "normalization": normalization}
 
 
-class _Steps:
+class StepLog:
     """Progress messages and per-step timings, shared by the steps of one conversion."""
 
     def __init__(self, progress: Progress | None) -> None:
@@ -227,13 +227,13 @@ class Exported:
     map_reference_name: str
 
 
-def export_served(opts: ConvertOptions, num_classes: int, images: np.ndarray, path: Path, steps: _Steps) -> Exported:
+def export_served(opts: ConvertOptions, num_classes: int, images: np.ndarray, path: Path, steps: StepLog) -> Exported:
     if opts.source_kind == "onnx":
         return _adapt_user_onnx(opts, num_classes, images, path, steps)
     return _export_weights(opts, num_classes, images, path, steps)
 
 
-def _adapt_user_onnx(opts: ConvertOptions, num_classes: int, images: np.ndarray, path: Path, steps: _Steps) -> Exported:
+def _adapt_user_onnx(opts: ConvertOptions, num_classes: int, images: np.ndarray, path: Path, steps: StepLog) -> Exported:
     from .checkpoint import file_sha256
 
     assert opts.onnx is not None
@@ -261,7 +261,7 @@ def _adapt_user_onnx(opts: ConvertOptions, num_classes: int, images: np.ndarray,
     )
 
 
-def _export_weights(opts: ConvertOptions, num_classes: int, images: np.ndarray, path: Path, steps: _Steps) -> Exported:
+def _export_weights(opts: ConvertOptions, num_classes: int, images: np.ndarray, path: Path, steps: StepLog) -> Exported:
     from .checkpoint import demo_weights, load_checkpoint
 
     kind = opts.source_kind
@@ -295,7 +295,7 @@ def _export_weights(opts: ConvertOptions, num_classes: int, images: np.ndarray, 
 
 # -- 2. parity -------------------------------------------------------------------------------------------
 
-def check_parity(exported: Exported, images: np.ndarray, steps: _Steps) -> tuple[np.ndarray, float]:
+def check_parity(exported: Exported, images: np.ndarray, steps: StepLog) -> tuple[np.ndarray, float]:
     """The FP32 ONNX's probabilities and their largest difference from the reference; raises above tolerance."""
     steps.say(f"checking parity on {len(images)} images (onnxruntime CPU vs {exported.reference_name})")
     stop = steps.timed("parity")
@@ -326,7 +326,7 @@ class ServedMap:
 
 
 def attach_malignancy_map(opts: ConvertOptions, exported: Exported, malignancy: np.ndarray, images: np.ndarray,
-                          steps: _Steps) -> ServedMap | None:
+                          steps: StepLog) -> ServedMap | None:
     """Add ``MALIGNANCY_MAP`` to the FP32 ONNX in place and check it; None when off or impossible."""
     if not opts.malignancy_map:
         steps.notes.append("no MALIGNANCY_MAP: converted with --no-malignancy-map")
@@ -364,7 +364,7 @@ class Fp16:
 
 
 def make_fp16(fp32_path: Path, fp32_probs: np.ndarray, served_map: ServedMap | None, malignancy: np.ndarray,
-              images: np.ndarray, steps: _Steps) -> Fp16:
+              images: np.ndarray, steps: StepLog) -> Fp16:
     from .fp16 import to_mixed_fp16
 
     steps.say("converting to mixed-precision FP16 ONNX")
@@ -394,7 +394,7 @@ class Plan:
 
 
 def build_tensorrt(opts: ConvertOptions, precision: str, fp32_path: Path, fp16: Fp16 | None, fp32_probs: np.ndarray,
-                   served_map: ServedMap | None, malignancy: np.ndarray, images: np.ndarray, steps: _Steps) -> Plan:
+                   served_map: ServedMap | None, malignancy: np.ndarray, images: np.ndarray, steps: StepLog) -> Plan:
     from .tensorrt_engine import build_engine, run_engine_outputs
 
     steps.say("building the TensorRT engine (minutes)")
@@ -484,7 +484,7 @@ def check_reference(reference: ReferenceDistribution, model: dict[str, Any]) -> 
 # -- 7. the repository -----------------------------------------------------------------------------------
 
 def write(opts: ConvertOptions, taxonomy: Taxonomy, card: ModelCard, inception_onnx: bytes | None,
-          plan: bytes | None, steps: _Steps) -> None:
+          plan: bytes | None, steps: StepLog) -> None:
     from .taxonomy_model import build_taxonomy_onnx
 
     steps.say(f"writing the {opts.target} repository")
@@ -515,7 +515,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> Conversio
     k = len(taxonomy.training_classes)
     malignancy = malignancy_matrix(taxonomy)
     images = sample_images(opts.check_images)
-    steps = _Steps(progress)
+    steps = StepLog(progress)
     fp16: Fp16 | None = None
     plan: Plan | None = None
     with tempfile.TemporaryDirectory(prefix="skinbatch-convert-") as tmp_dir:
