@@ -8,11 +8,14 @@ from pathlib import Path
 
 import click
 
+from skinbatch.contract import ExitCode
+
 from .errors import ConverterError
 
-#: Exit codes: 0 done, 1 conversion failed (bad input, parity failure), 2 usage, 3 host lacks TensorRT/GPU.
-EXIT_FAILED = 1
-EXIT_NO_TENSORRT = 3
+#: Exit codes (skinbatch.contract.ExitCode): 0 done, 1 the conversion failed (bad input, parity check),
+#: 2 usage, 14 this host lacks TensorRT or a GPU.
+EXIT_FAILED = int(ExitCode.INTERNAL)
+EXIT_NO_TENSORRT = int(ExitCode.ENVIRONMENT)
 
 
 def _batch_sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...]:

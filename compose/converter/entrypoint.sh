@@ -25,11 +25,11 @@ done
 if ! gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1) || [[ -z "$gpu" ]]; then
   echo "error: no NVIDIA GPU visible in the converter container. Install the NVIDIA Container Toolkit" \
        "on the host; the engine must be built on the GPU model that will serve it." >&2
-  exit 3
+  exit 14  # ENVIRONMENT (docs/contracts.md)
 fi
 if ! trt=$(python3 -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null); then
   echo "error: the TensorRT Python package is missing from this image (build it from compose/Dockerfile.converter)." >&2
-  exit 3
+  exit 14  # ENVIRONMENT (docs/contracts.md)
 fi
 
 stamp="ngc=${NGC_RELEASE:-unknown} tensorrt=$trt gpu=$gpu version=$version"

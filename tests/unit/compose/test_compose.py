@@ -456,7 +456,7 @@ def test_converter_entrypoint_exit_codes(converter_env: dict[str, str], tmp_path
     assert missing.returncode == 2 and "nope.pt not found" in missing.stderr
     stub(Path(converter_env["PATH"].split(":")[0]), "nvidia-smi", "exit 9")
     no_gpu = run_entrypoint(converter_env)
-    assert no_gpu.returncode == 3 and "no NVIDIA GPU" in no_gpu.stderr
+    assert no_gpu.returncode == 14 and "no NVIDIA GPU" in no_gpu.stderr  # ExitCode.ENVIRONMENT
 
 
 # -- Dockerfiles ---------------------------------------------------------------------------------------
