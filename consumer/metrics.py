@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from skinbatch.drift import PROMETHEUS_BUCKETS
+
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 
 
@@ -35,6 +37,12 @@ class ConsumerMetrics:
         self.archive_up.set(1)
         self.fetch_stalls = Counter(p + "fetch_stalls_total", "Backlogs Kafka stopped delivering, by action taken: "
                                     "rejoin (the group) or exit (for a restart)", ["action"], registry=r)
+        self.malignancy = Histogram(p + "malignancy", "P(malignant) of every scored frame, by model version "
+                                    "(the drift bins of skinbatch.drift)", ["model_version"],
+                                    buckets=PROMETHEUS_BUCKETS, registry=r)
+        self.malignancy_psi = Gauge(p + "malignancy_psi", "Population stability index of P(malignant) over this "
+                                    "consumer's last scores against the model card's reference distribution",
+                                    ["model_version"], registry=r)
         self.batch_size = Gauge(p + "triton_average_batch_size",
                                 "Average batch size Triton formed for the Inception model since the last sample",
                                 registry=r)

@@ -33,8 +33,8 @@ from skinbatch.contract import Tensor
 
 from .errors import ConverterError
 
-#: The ensemble output, and the Inception step's. TODO(contract): becomes ``Tensor.MALIGNANCY_MAP``.
-MALIGNANCY_MAP = "MALIGNANCY_MAP"
+#: The ensemble output, and the Inception step's.
+MALIGNANCY_MAP = str(Tensor.MALIGNANCY_MAP)
 PREFIX = "skinbatch/cam/"
 METHOD = ("class activation map (Zhou et al. 2016) of the malignant node: sum over the training classes "
           "under it of p_k * (W_k . F), F the last convolutional features before global pooling, no bias")

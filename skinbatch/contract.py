@@ -41,6 +41,9 @@ class Tensor(StrEnum):
     """FP32 [N, 1]: P(malignant)."""
     TRAINING_PROBS_OUT = "TRAINING_PROBS_OUT"
     """The taxonomy step's pass-through of its input, exposed by the ensemble as ``TRAINING_PROBS``."""
+    MALIGNANCY_MAP = "MALIGNANCY_MAP"
+    """FP32 [N, h, w]: the class activation map of P(malignant) on the last convolutional grid (8×8 for
+    299×299 input). Optional: ask for it only where the model card's ``outputs`` lists it."""
 
 
 SCORE_OUTPUTS: tuple[str, ...] = (Tensor.TRAINING_PROBS, Tensor.COARSE_PROBS, Tensor.FINE_PROBS, Tensor.MALIGNANCY)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from skinbatch.contract import SCORE_OUTPUTS
+from skinbatch.contract import ENSEMBLE, SCORE_OUTPUTS, ConfigurationError, Tensor
 
 if TYPE_CHECKING:
     from skinbatch.drift import ReferenceDistribution
@@ -21,12 +21,11 @@ if TYPE_CHECKING:
 FORMAT = "skinbatch-model-card/1"
 CARD_FILE = "model_card.json"
 CARD_PARAMETER = "model_card"
-ENSEMBLE_NAME = "skin_classifier"
-#: TODO(contract): ``Tensor.MALIGNANCY_MAP`` once skinbatch.contract has it.
-MALIGNANCY_MAP_OUTPUT = "MALIGNANCY_MAP"
+ENSEMBLE_NAME = ENSEMBLE
+MALIGNANCY_MAP_OUTPUT = str(Tensor.MALIGNANCY_MAP)
 
 
-class ModelCardError(ValueError):
+class ModelCardError(ConfigurationError):
     """The model card is missing or unreadable."""
 
 

@@ -155,9 +155,9 @@ def test_model_card_is_readable_through_triton(client, cpu_repository) -> None:
     assert card == load_model_card(cpu_repository)
     assert card.target == "cpu" and card.trained is True
     assert len(card.training_classes) == 45
-    assert [o["label_filename"] for o in config["output"]] == [
-        "training_labels.txt", "coarse_labels.txt", "fine_labels.txt", "malignancy_labels.txt"
-    ]
+    assert [o.get("label_filename", "") for o in config["output"]] == [
+        "training_labels.txt", "coarse_labels.txt", "fine_labels.txt", "malignancy_labels.txt", ""
+    ], "the four score outputs are labelled; MALIGNANCY_MAP is a grid, with no labels"
 
 
 def test_answers_name_the_model_version_of_the_card(client, cpu_repository) -> None:
