@@ -103,8 +103,16 @@ def to_nested_list(cam: np.ndarray, digits: int = 4) -> list[list[float]]:
     return [[float(f"{v:.{digits}g}") for v in row] for row in grid]
 
 
+def heat_layer(cam: np.ndarray, size: int | tuple[int, int], max_alpha: float = MAX_ALPHA) -> np.ndarray:
+    """The map alone as an RGBA layer (H × W × 4 uint8): the colours of :func:`overlay`, with its blending
+    weight as the alpha, so that laid over the image in a browser it looks like :func:`overlay`."""
+    heat = upsample(normalise(cam), size)
+    alpha = np.round(255 * max_alpha * heat).astype(np.uint8)
+    return np.concatenate([colourise(heat), alpha[..., None]], axis=-1)
+
+
 def encode_image(rgb: np.ndarray, fmt: str = "PNG", quality: int = 85) -> bytes:
-    """PNG (lossless, for files) or JPEG (small, for pages) bytes of an RGB array. Needs Pillow."""
+    """PNG (lossless, for files; RGB or RGBA) or JPEG (small, for pages) bytes of an array. Needs Pillow."""
     from PIL import Image
 
     buf = io.BytesIO()

@@ -28,7 +28,11 @@ class ModelInput:
     sha256: str = ""
     nbytes: int = 0
     images: np.ndarray | None = None
-    """(frames, size, size, 3) uint8, ready for Triton."""
+    """(frames, size, size, 3) uint8, ready for Triton; without the first frame when ``slot`` holds it."""
+    slot: int | None = None
+    """The shared-memory slot the decoding worker wrote the first frame into (skinbatch.scoring.slots)."""
+    mtime_ns: int = 0
+    """For a file read by path: its modification time (triage keys its resumable state on it)."""
     frame_numbers: list[int] = field(default_factory=list)
     format: str = ""
     monochrome: bool = False

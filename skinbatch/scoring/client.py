@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from skinbatch.connect.triton import TritonEndpoint, TritonTLS, parse_triton_url
-from skinbatch.contract import ENSEMBLE, SCORE_OUTPUTS, ServedModelChanged, TritonUnavailable
+from skinbatch.contract import ENSEMBLE, SCORE_OUTPUTS, ServedModelChanged, Tensor, TritonUnavailable
 from skinbatch.modelcard import ModelCard, card_from_model_config
 
 from .scores import Scores, scores_from_outputs
-from .transport import Answer, Transport, TritonTLSError, open_transport
+from .transport import Answer, Images, ShmInput, Transport, TritonTLSError, open_transport
 
 ScoresCallback = Callable[[list[Scores] | None, Exception | None], None]
 
@@ -83,25 +83,33 @@ class TritonScorer:
 
     # -- inference --------------------------------------------------------------------------
     @staticmethod
-    def _checked(images: np.ndarray) -> np.ndarray:
+    def _checked(images: Images) -> Images:
+        if isinstance(images, ShmInput):
+            return images
         if images.dtype != np.uint8 or images.ndim != 4:
             raise ValueError(f"expected uint8 N×H×W×3 images, got {images.dtype} {images.shape}")
         return np.ascontiguousarray(images)
+
+    def outputs(self, with_map: bool = False) -> tuple[str, ...]:
+        """The outputs to ask for: the scores, and the malignancy map where wanted and served."""
+        if with_map and self.card.serves_malignancy_map:
+            return (*SCORE_OUTPUTS, Tensor.MALIGNANCY_MAP)
+        return SCORE_OUTPUTS
 
     def _scores(self, answer: Answer, card: ModelCard) -> list[Scores]:
         check_served_version(self.model, answer.model_version, card)
         return scores_from_outputs(answer.outputs, card)
 
-    def infer(self, images: np.ndarray) -> list[Scores]:
+    def infer(self, images: Images, *, with_map: bool = False) -> list[Scores]:
         """Score a batch synchronously."""
-        answer = self._transport.infer(self.model, self._checked(images), SCORE_OUTPUTS, self.timeout_s)
+        answer = self._transport.infer(self.model, self._checked(images), self.outputs(with_map), self.timeout_s)
         return self._scores(answer, self.card)
 
     def infer_raw(self, images: np.ndarray) -> dict[str, np.ndarray]:
         return self._transport.infer(self.model, self._checked(images), SCORE_OUTPUTS, self.timeout_s).outputs
 
-    def infer_async(self, images: np.ndarray, callback: ScoresCallback) -> None:
-        """Score in the background; ``callback(scores, error)`` runs on a client thread."""
+    def infer_async(self, images: Images, callback: ScoresCallback, *, with_map: bool = False) -> None:
+        """Score a batch in the background; ``callback(scores, error)`` runs on a client thread."""
         card = self.card
 
         def done(answer: Answer | None, error: Exception | None) -> None:
@@ -115,7 +123,7 @@ class TritonScorer:
                 return
             callback(scores, None)
 
-        self._transport.infer_async(self.model, self._checked(images), SCORE_OUTPUTS, self.timeout_s, done)
+        self._transport.infer_async(self.model, self._checked(images), self.outputs(with_map), self.timeout_s, done)
 
     def statistics(self) -> dict[str, Any]:
         """Triton's inference statistics for all models (JSON form)."""

@@ -23,6 +23,8 @@ class Scores:
     fine: dict[str, float]
     top_classes: list[tuple[str, float]]
     training_probs: np.ndarray
+    malignancy_map: np.ndarray | None = None
+    """FP32 (h, w): the class activation map of P(malignant), when it was asked for and served."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -39,6 +41,7 @@ def scores_from_outputs(outputs: dict[str, np.ndarray], card: ModelCard) -> list
     coarse = np.asarray(outputs[Tensor.COARSE_PROBS], dtype=np.float32)
     fine = np.asarray(outputs[Tensor.FINE_PROBS], dtype=np.float32)
     malignancy = np.asarray(outputs[Tensor.MALIGNANCY], dtype=np.float32).reshape(-1)
+    maps = outputs.get(Tensor.MALIGNANCY_MAP)
     classes, coarse_labels, fine_labels = card.training_classes, card.coarse_labels, card.fine_labels
     if training.shape[1] != len(classes) or coarse.shape[1] != len(coarse_labels) or fine.shape[1] != len(fine_labels):
         raise ValueError(
@@ -55,6 +58,7 @@ def scores_from_outputs(outputs: dict[str, np.ndarray], card: ModelCard) -> list
                 fine={name: float(v) for name, v in zip(fine_labels, fine[i])},
                 top_classes=[(classes[j], float(training[i, j])) for j in top],
                 training_probs=training[i].copy(),
+                malignancy_map=None if maps is None else np.asarray(maps[i], dtype=np.float32).copy(),
             )
         )
     return out

@@ -40,6 +40,26 @@ class TritonTLSError(TritonUnavailable):
 
 
 @dataclass(frozen=True)
+class ShmInput:
+    """The model input as a span of a registered system shared-memory region (uint8 ``shape``)."""
+
+    region: str
+    offset: int
+    shape: tuple[int, ...]
+
+    @property
+    def byte_size(self) -> int:
+        size = 1
+        for n in self.shape:
+            size *= n
+        return size
+
+
+Images = np.ndarray | ShmInput
+"""What a request carries: the pixels themselves, or where they lie in shared memory."""
+
+
+@dataclass(frozen=True)
 class Answer:
     """One inference answer: the requested outputs and the version of the model that produced them."""
 
@@ -61,9 +81,11 @@ class Transport(Protocol):
     def repository_index(self, timeout_s: float) -> list[dict[str, Any]]: ...
     def model_config(self, model: str, timeout_s: float) -> dict[str, Any]: ...
     def statistics(self, timeout_s: float) -> dict[str, Any]: ...
-    def infer(self, model: str, images: np.ndarray, outputs: Sequence[str], timeout_s: float) -> Answer: ...
-    def infer_async(self, model: str, images: np.ndarray, outputs: Sequence[str], timeout_s: float,
+    def infer(self, model: str, images: Images, outputs: Sequence[str], timeout_s: float) -> Answer: ...
+    def infer_async(self, model: str, images: Images, outputs: Sequence[str], timeout_s: float,
                     callback: AnswerCallback) -> None: ...
+    def register_shm(self, region: str, key: str, byte_size: int, timeout_s: float) -> None: ...
+    def unregister_shm(self, region: str, timeout_s: float) -> None: ...
     def close(self) -> None: ...
 
 
@@ -168,17 +190,23 @@ class GrpcTransport:
     def statistics(self, timeout_s: float) -> dict[str, Any]:
         return dict(self._call(self._client.get_inference_statistics, as_json=True, client_timeout=timeout_s))
 
-    def _request(self, images: np.ndarray, outputs: Sequence[str]) -> tuple[list[Any], list[Any]]:
+    def _request(self, images: Images, outputs: Sequence[str]) -> tuple[list[Any], list[Any]]:
         inp = self._grpc.InferInput(Tensor.IMAGE, list(images.shape), "UINT8")
-        inp.set_data_from_numpy(images)
+        _set_input(inp, images)
         return [inp], [self._grpc.InferRequestedOutput(name) for name in outputs]
 
-    def infer(self, model: str, images: np.ndarray, outputs: Sequence[str], timeout_s: float) -> Answer:
+    def register_shm(self, region: str, key: str, byte_size: int, timeout_s: float) -> None:
+        self._call(self._client.register_system_shared_memory, region, key, byte_size, client_timeout=timeout_s)
+
+    def unregister_shm(self, region: str, timeout_s: float) -> None:
+        self._call(self._client.unregister_system_shared_memory, region, client_timeout=timeout_s)
+
+    def infer(self, model: str, images: Images, outputs: Sequence[str], timeout_s: float) -> Answer:
         inputs, requested = self._request(images, outputs)
         result = self._call(self._client.infer, model, inputs, outputs=requested, client_timeout=timeout_s)
         return _answer(result, outputs, result.get_response().model_version)
 
-    def infer_async(self, model: str, images: np.ndarray, outputs: Sequence[str], timeout_s: float,
+    def infer_async(self, model: str, images: Images, outputs: Sequence[str], timeout_s: float,
                     callback: AnswerCallback) -> None:
         inputs, requested = self._request(images, outputs)
         endpoint = self.endpoint
@@ -200,6 +228,13 @@ class GrpcTransport:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _set_input(inp: Any, images: Images) -> None:
+    if isinstance(images, ShmInput):
+        inp.set_shared_memory(images.region, images.byte_size, images.offset)
+    else:
+        inp.set_data_from_numpy(images)
 
 
 def _answer(result: Any, outputs: Sequence[str], version: Any) -> Answer:
@@ -261,10 +296,19 @@ class HttpTransport:
     def statistics(self, timeout_s: float) -> dict[str, Any]:
         return dict(self._wait(self._client.get_inference_statistics, timeout_s))
 
-    def _infer(self, model: str, images: np.ndarray, outputs: Sequence[str]) -> Callable[[], Coroutine[Any, Any, Answer]]:
+    def register_shm(self, region: str, key: str, byte_size: int, timeout_s: float) -> None:
+        self._wait(lambda: self._client.register_system_shared_memory(region, key, byte_size), timeout_s)
+
+    def unregister_shm(self, region: str, timeout_s: float) -> None:
+        self._wait(lambda: self._client.unregister_system_shared_memory(region), timeout_s)
+
+    def _infer(self, model: str, images: Images, outputs: Sequence[str]) -> Callable[[], Coroutine[Any, Any, Answer]]:
         http = self._http
         inp = http.InferInput(Tensor.IMAGE, list(images.shape), "UINT8")
-        inp.set_data_from_numpy(images, binary_data=True)
+        if isinstance(images, ShmInput):
+            inp.set_shared_memory(images.region, images.byte_size, images.offset)
+        else:
+            inp.set_data_from_numpy(images, binary_data=True)
         requested = [http.InferRequestedOutput(name, binary_data=True) for name in outputs]
 
         async def call() -> Answer:
@@ -273,10 +317,10 @@ class HttpTransport:
 
         return call
 
-    def infer(self, model: str, images: np.ndarray, outputs: Sequence[str], timeout_s: float) -> Answer:
+    def infer(self, model: str, images: Images, outputs: Sequence[str], timeout_s: float) -> Answer:
         return self._wait(self._infer(model, images, outputs), timeout_s)
 
-    def infer_async(self, model: str, images: np.ndarray, outputs: Sequence[str], timeout_s: float,
+    def infer_async(self, model: str, images: Images, outputs: Sequence[str], timeout_s: float,
                     callback: AnswerCallback) -> None:
         future = self._submit(self._infer(model, images, outputs), timeout_s)
         endpoint = self.endpoint
@@ -303,5 +347,5 @@ class HttpTransport:
         self._thread.join(5)
 
 
-__all__ = ["Answer", "AnswerCallback", "GrpcTransport", "HttpTransport", "Transport", "TritonTLSError",
-           "open_transport"]
+__all__ = ["Answer", "AnswerCallback", "GrpcTransport", "HttpTransport", "Images", "ShmInput", "Transport",
+           "TritonTLSError", "open_transport"]

@@ -17,6 +17,8 @@ from skinbatch.status.health import check_triton
 
 from .progress import Progress
 from .report import write_reports
+from skinbatch.scoring.pipeline import SHARED_MEMORY_MODES
+
 from .run import RunOptions, RunSummary, Runner, default_workers
 from .state import StateMismatchError, TriageStore
 from .walk import Discovery, discover
@@ -46,8 +48,15 @@ def exit_code_for(summary: RunSummary, failed: int) -> ExitCode:
 @click.option("--model", default=ENSEMBLE, show_default=True, help="The ensemble to call.")
 @click.option("--workers", type=click.IntRange(min=1), default=default_workers, show_default="CPUs - 1",
               help="Decoding processes.")
-@click.option("--max-in-flight", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Images outstanding at Triton (its dynamic batcher forms the batches).")
+@click.option("--max-in-flight", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Requests outstanding at Triton; each carries the frames ready together, up to the model's "
+                   "maximum batch size.")
+@click.option("--shared-memory", type=click.Choice(SHARED_MEMORY_MODES), default="auto", show_default=True,
+              envvar="SKINBATCH_SHARED_MEMORY", show_envvar=True,
+              help="Hand images to Triton through system shared memory: auto (when Triton runs on this host), "
+                   "on (or stop), off.")
+@click.option("--maps", "write_maps", is_flag=True,
+              help="Write a PNG overlay of the malignancy map of every scored frame into --out/maps/.")
 @click.option("--top", "top_n", type=click.IntRange(min=0), default=24, show_default=True,
               help="Highest-risk images shown as thumbnails in the HTML report.")
 @click.option("--max-file-mb", type=click.FloatRange(min=0.001), default=128.0, show_default=True,
@@ -74,7 +83,7 @@ def exit_code_for(summary: RunSummary, failed: int) -> ExitCode:
 @click.option("--patient-id", default=None, help="QIDO: PatientID.")
 @click.option("--accession", default=None, help="QIDO: AccessionNumber.")
 def triage(archives: tuple[Path, ...], triton: TritonTarget, out_dir: Path, model: str, workers: int,
-           max_in_flight: int, top_n: int, max_file_mb: float, max_pixels: int, triton_retry_s: float,
+           max_in_flight: int, shared_memory: str, write_maps: bool, top_n: int, max_file_mb: float, max_pixels: int, triton_retry_s: float,
            show_progress: bool | None, as_json: bool, dicomweb_url: str | None, dicomweb_user: str | None,
            dicomweb_password: str | None, dicomweb_token: str | None, study_date: str | None,
            modality: str | None, sop_class: str | None, patient_id: str | None, accession: str | None) -> None:
@@ -120,6 +129,7 @@ def triage(archives: tuple[Path, ...], triton: TritonTarget, out_dir: Path, mode
     limits = DecodeLimits(max_bytes=int(max_file_mb * 1024 * 1024), max_pixels=max_pixels,
                           max_total_pixels=max(2 * max_pixels, DecodeLimits().max_total_pixels))
     options = RunOptions(triton=triton, model=model, workers=workers, max_in_flight=max_in_flight,
+                         shared_memory=shared_memory,
                          limits=limits, triton_retry_s=triton_retry_s)
     with Runner(options) as runner:
         card = runner.card
@@ -150,7 +160,8 @@ def triage(archives: tuple[Path, ...], triton: TritonTarget, out_dir: Path, mode
                 "contents_scored": store.counts()["contents_scored"],
             }
             outputs = write_reports(store, out_dir, card.coarse_labels, card.fine_labels,
-                                    card.preprocessing_spec(), run_info, top_n=top_n, limits=limits)
+                                    card.preprocessing_spec(), run_info, top_n=top_n, limits=limits,
+                                    maps=store.maps(), write_maps=write_maps)
         finally:
             store.close()
     code = exit_code_for(summary, failed)

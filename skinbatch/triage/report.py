@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from skinbatch.imaging import DecodeLimits, ImageDecodeError, Preprocessing, decode, preprocess
-from skinbatch.maps import encode_image, overlay
+from skinbatch.maps import encode_image, heat_layer, overlay
 
 from .state import ErrorRow, FrameRow, TriageStore
 
@@ -204,8 +204,10 @@ def thumbnail_data_uri(path: str, sha256: str, frame: int, preprocessing: Prepro
 
 
 def overlay_data_uri(pixels: np.ndarray, cam: np.ndarray, size: int = THUMBNAIL) -> str:
-    """A JPEG data URI of the map blended over the thumbnail (blended at the thumbnail's size)."""
-    return _jpeg_data_uri(overlay(_thumbnail(pixels, size), cam))
+    """A PNG data URI of the map alone, translucent, at the thumbnail's size: the page lays it over the
+    thumbnail (one JPEG per image, the map as a layer that hovering hides)."""
+    layer = heat_layer(cam, _thumbnail(pixels, size).shape[:2])
+    return "data:image/png;base64," + base64.b64encode(encode_image(layer, "PNG")).decode("ascii")
 
 
 def map_png_name(key: MapKey) -> str:

@@ -3,6 +3,7 @@
 * ``contents``: one row per distinct content (scored, or rejected as bad input). A content in this table
   is never decoded or scored again, whatever path it turns up under.
 * ``frames``: the scores of each frame of a scored content.
+* ``maps``: the malignancy map (class activation map) of each frame, where the model serves one.
 * ``paths``: where each content was found, with size and mtime, so that an unchanged file is skipped on
   resume without reading it. Errors about a path (missing, unreadable) live here only and are retried.
 * ``meta``: the model the scores came from. Resuming against another model is refused: mixing two
@@ -41,6 +42,9 @@ CREATE TABLE IF NOT EXISTS frames (
 CREATE TABLE IF NOT EXISTS paths (
     path TEXT PRIMARY KEY, sha256 TEXT, size INTEGER, mtime_ns INTEGER, error_type TEXT,
     error_message TEXT, seen_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS maps (
+    sha256 TEXT NOT NULL, frame INTEGER NOT NULL, height INTEGER NOT NULL, width INTEGER NOT NULL,
+    map BLOB NOT NULL, PRIMARY KEY (sha256, frame));
 CREATE INDEX IF NOT EXISTS paths_sha256 ON paths (sha256);
 CREATE INDEX IF NOT EXISTS frames_malignancy ON frames (malignancy DESC);
 """
@@ -170,6 +174,10 @@ class TriageStore:
                 "INSERT OR REPLACE INTO frames VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (sha256, number, float(s.malignancy), json.dumps(s.coarse), json.dumps(s.fine),
                  json.dumps([{"name": n, "probability": p} for n, p in s.top_classes]), training, infer_ms))
+            if s.malignancy_map is not None:
+                grid = np.asarray(s.malignancy_map, dtype=np.float32)
+                self._db.execute("INSERT OR REPLACE INTO maps VALUES (?, ?, ?, ?, ?)",
+                                 (sha256, number, grid.shape[0], grid.shape[1], grid.tobytes()))
         self._db.execute(
             "INSERT OR REPLACE INTO contents VALUES (?, 'scored', ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
             (sha256, nbytes, fmt, int(monochrome), len(frames), json.dumps(dicom) if dicom else None,
@@ -201,6 +209,11 @@ class TriageStore:
                            coarse=json.loads(r[5]), fine=json.loads(r[6]), top_classes=json.loads(r[7]),
                            format=r[8] or "", monochrome=bool(r[9]), bytes=r[10] or 0,
                            dicom=json.loads(r[11]) if r[11] else None, scored_at=r[12] or "", training=training)
+
+    def maps(self) -> dict[tuple[str, int], np.ndarray]:
+        """Every stored malignancy map by (sha256, frame)."""
+        cur = self._db.execute("SELECT sha256, frame, height, width, map FROM maps")
+        return {(r[0], r[1]): np.frombuffer(r[4], dtype=np.float32).reshape(r[2], r[3]) for r in cur}
 
     def error_rows(self, paths: set[str] | None = None) -> Iterator[ErrorRow]:
         cur = self._db.execute(

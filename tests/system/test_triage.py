@@ -33,13 +33,14 @@ def run_cli(*args: str | Path, timeout: float = 180) -> subprocess.CompletedProc
 
 
 def ensemble_requests(server: LocalTriton) -> int:
-    """Requests Triton has answered on the ensemble: each frame is one request."""
+    """Frames Triton has scored on the ensemble. Requests carry batches of frames (client-side
+    batching), so this counts inferences, not requests: one per frame."""
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(server.grpc_endpoint)
     stats = client.get_inference_statistics("skin_classifier", as_json=True)
     client.close()
-    return sum(int(m["inference_stats"]["success"].get("count", 0)) for m in stats["model_stats"])
+    return sum(int(m.get("inference_count", 0)) for m in stats["model_stats"])
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +139,8 @@ def test_second_run_resumes_without_scoring_again(first_run: dict[str, Any], arc
 def test_interrupted_run_continues_and_never_scores_twice(served_triton: LocalTriton, tmp_path: Path) -> None:
     archive = tmp_path / "many"
     archive.mkdir()
-    n = 40
+    # Enough that an interrupt lands mid-run: requests carry batches, so two in flight finish many images.
+    n = 120
     for i in range(n):
         (archive / f"img{i:03d}.jpg").write_bytes(synthetic_jpeg(160, 120, seed=1000 + i))
     out = tmp_path / "out"

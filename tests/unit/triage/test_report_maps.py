@@ -141,7 +141,8 @@ def test_maps_are_overlaid_in_the_html_and_written_as_pngs(scored) -> None:
     outputs = _report(store, out, keys, with_maps=True)
     page = outputs["html"].read_text(encoding="utf-8")
     assert page.count('class="map"') == 2 and "class activation map" in page
-    assert page.count("data:image/jpeg;base64,") == 3 + 2  # three thumbnails, two overlays
+    assert page.count("data:image/jpeg;base64,") == 3  # three thumbnails
+    assert page.count("data:image/png;base64,") == 2  # two translucent map layers over them
 
     rows = list(csv.DictReader(outputs["csv"].open(encoding="utf-8")))
     by_name = {Path(r["path"]).name: r for r in rows}

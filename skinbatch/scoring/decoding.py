@@ -1,0 +1,84 @@
+"""The decode step, run in worker processes: bytes (or a file) → the model's input, in shared memory.
+
+A task names the input (inline bytes, or a path the worker reads), the preprocessing and limits from the
+model card, and the slot of the pool's shared-memory segment (skinbatch.scoring.slots) to write the
+first frame into. The worker attaches the segment once, at start-up. What comes back is a
+:class:`~skinbatch.imaging.model_input.ModelInput`: plain data, no pixels for the frame in the slot;
+further frames of a multi-frame image come back in-band.
+
+Bad input comes back as a value with a typed ``error_type``. A file that cannot be read *now* (an I/O
+error, a stale mount) raises :class:`~skinbatch.contract.ArchiveUnavailable`: the caller retries it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from skinbatch.contract import ArchiveUnavailable, ErrorType
+from skinbatch.imaging import DecodeLimits, Preprocessing
+from skinbatch.imaging.model_input import ModelInput, prepare_model_input
+from skinbatch.imaging.model_input import decode_worker_init as _imaging_worker_init
+
+_slots: np.ndarray | None = None
+
+
+def decode_worker_init(segment: str | None = None, shape: tuple[int, ...] | None = None) -> None:
+    """Pool initializer: the imaging defaults, and the shared-memory segment to write frames into."""
+    global _slots
+    _imaging_worker_init()
+    if segment is not None and shape is not None:
+        from .slots import attach
+
+        _slots = attach(segment, shape)
+
+
+def read_input(path: str, max_bytes: int) -> bytes | ModelInput:
+    """A referenced file's bytes, or a :class:`ModelInput` saying why not (bad input)."""
+    try:
+        st = os.stat(path)
+        if st.st_size > max_bytes:
+            return ModelInput(nbytes=st.st_size, mtime_ns=st.st_mtime_ns, error_type=ErrorType.TOO_LARGE,
+                              error_message=f"the file is {st.st_size} bytes, over the limit of {max_bytes}")
+        with open(path, "rb") as fh:
+            return fh.read(max_bytes + 1)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return ModelInput(error_type=ErrorType.REFERENCE_NOT_FOUND, error_message="no file at the referenced path")
+    except PermissionError:
+        return ModelInput(error_type=ErrorType.REFERENCE_UNREADABLE,
+                          error_message="permission denied: the process may not read the file")
+    except OSError as exc:
+        raise ArchiveUnavailable(f"reading the archive failed: {exc.strerror or type(exc).__name__}") from None
+
+
+def decode_task(payload: bytes | None, path: str | None, preprocessing: dict[str, Any], limits: dict[str, int],
+                slot: int | None = None) -> ModelInput:
+    """Read if needed, hash, decode and preprocess; write the first frame into ``slot``."""
+    mtime_ns = 0
+    if payload is None:
+        assert path is not None
+        try:
+            mtime_ns = os.stat(path).st_mtime_ns
+        except OSError:
+            pass
+        read = read_input(path, limits["max_bytes"])
+        if isinstance(read, ModelInput):
+            return read
+        payload = read
+    out = prepare_model_input(payload, Preprocessing.from_dict(preprocessing), DecodeLimits(**limits))
+    out.mtime_ns = mtime_ns
+    if out.ok and slot is not None and _slots is not None and out.images is not None:
+        _slots[slot] = out.images[0]
+        out.images = out.images[1:]
+        out.slot = slot
+    return out
+
+
+def limits_dict(limits: DecodeLimits) -> dict[str, int]:
+    return {"max_bytes": limits.max_bytes, "max_pixels": limits.max_pixels,
+            "max_total_pixels": limits.max_total_pixels, "max_frames": limits.max_frames}
+
+
+__all__ = ["decode_task", "decode_worker_init", "limits_dict", "read_input"]

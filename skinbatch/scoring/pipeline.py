@@ -1,0 +1,555 @@
+"""One scoring pipeline for the consumer and triage: inputs in, scored frames out.
+
+::
+
+    submit(ticket, bytes | path) ──▶ decode pool ──▶ ready frames ──▶ batches ──▶ Triton ──▶ listener.scored
+                                     (workers write      (shared-memory   (one request per batch,
+                                      the first frame     slots, or        bounded requests in flight;
+                                      into a shared-      in-band)         backoff while Triton is out)
+                                      memory slot)
+
+* **Decode pool**: worker processes (spawned, so no gRPC channel is ever forked) read, hash, decode and
+  preprocess. With shared memory they write the model input straight into a slot of one segment that
+  Triton has registered, so no pixels are pickled back and no tensor is copied into a request.
+* **Batches**: frames that are ready together go to Triton in one request, up to the model's maximum
+  batch size, with at most ``max_requests`` requests outstanding; while those run, more frames become
+  ready and form the next, larger batch. Triton's dynamic batcher still merges requests. With shared
+  memory a batch is a run of consecutive slots (allocated in ring order, so frames decoded in order
+  lie side by side); without it the frames are stacked into the request.
+* **Faults**: Triton failing puts the batch back and pauses sending, probing with backoff; a worker
+  that dies restarts the pool and the item is decoded again; a file that cannot be read now is handed
+  to the listener to retry. Bad input is the listener's to report. Nothing is ever dropped silently.
+
+Everything here runs on the caller's loop thread: the pool's and the client's threads only post into
+the :class:`Mailbox`, which the loop drains. The caller's :class:`PipelineListener` decides what an
+outcome means (a Kafka result, a row in triage's store) and whether a ticket still counts.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from typing import Any, Protocol
+
+import numpy as np
+
+from skinbatch.contract import ArchiveUnavailable, ConfigurationError, ServedModelChanged, TritonUnavailable
+from skinbatch.imaging import DecodeLimits
+from skinbatch.imaging.model_input import ModelInput
+
+from .client import TritonScorer
+from .decoding import decode_task, decode_worker_init, limits_dict
+from .scores import Scores
+from .slots import SharedSlots, remove_stale_segments, runs
+from .transport import ShmInput, TritonTLSError
+
+log = logging.getLogger("skinbatch.scoring")
+
+SHARED_MEMORY_MODES = ("auto", "on", "off")
+
+
+class Mailbox:
+    """Work handed to the loop thread from other threads, run in order by :meth:`run`."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]] = queue.SimpleQueue()
+
+    def post(self, fn: Callable[..., None], *args: Any) -> None:
+        self._queue.put((fn, args))
+
+    def run(self, timeout: float = 0.0) -> int:
+        """Run what is waiting, waiting up to ``timeout`` seconds for the first; returns how many ran."""
+        try:
+            fn, args = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return 0
+        fn(*args)
+        done = 1
+        while True:
+            try:
+                fn, args = self._queue.get_nowait()
+            except queue.Empty:
+                return done
+            fn(*args)
+            done += 1
+
+
+@dataclass(frozen=True)
+class ScoredFrame:
+    number: int
+    """From 1, as in the source image."""
+    scores: Scores
+    infer_ms: float
+
+
+@dataclass(frozen=True)
+class ScoredInput:
+    """One submitted input, all its selected frames scored. ``decoded`` holds no pixels any more."""
+
+    decoded: ModelInput
+    frames: list[ScoredFrame]
+
+
+class PipelineListener(Protocol):
+    """What the pipeline's owner does with outcomes. Every method runs on the loop thread."""
+
+    def current(self, ticket: Any) -> bool:
+        """False once the ticket's work no longer counts (its Kafka partition was revoked)."""
+
+    def frames(self, ticket: Any, decoded: ModelInput) -> Sequence[int]:
+        """Indices of the decoded frames to score (all of them, usually). Empty: the listener has
+        reported the input itself (say, a frame the request named does not exist)."""
+
+    def scored(self, ticket: Any, result: ScoredInput) -> None: ...
+
+    def rejected(self, ticket: Any, decoded: ModelInput) -> None:
+        """Bad input: ``decoded.error_type`` says what (skinbatch.contract.ErrorType)."""
+
+    def unreadable(self, ticket: Any, error: ArchiveUnavailable) -> None:
+        """The file could not be read now; submit it again later (or record it for the next run)."""
+
+    def decode_bug(self, ticket: Any, error: BaseException) -> None:
+        """A decoder raised something unexpected: a bug, not the input's fault."""
+
+    def triton_down(self, error: BaseException) -> None: ...
+
+    def triton_up(self, down_s: float) -> None: ...
+
+    def model_changed(self, error: ServedModelChanged) -> None: ...
+
+
+@dataclass
+class PipelineOptions:
+    workers: int = 1
+    limits: DecodeLimits = field(default_factory=DecodeLimits)
+    max_frames: int = 256
+    """Decoded frames held (waiting for Triton or at Triton): the shared-memory slots, and the bound
+    on decoded pixels in memory. 256 frames of 299×299×3 are 69 MB."""
+    max_requests: int = 4
+    """Requests outstanding at Triton. Few and full beats many and small; two keep Triton busy."""
+    max_batch: int | None = None
+    """Frames per request; the model's ``max_batch_size`` (from its card) when None."""
+    shared_memory: str = "auto"
+    """``auto``: shared memory when Triton can map this host's (same host, or a pod sharing /dev/shm),
+    otherwise tensors in the request; ``on``: shared memory or stop; ``off``: never."""
+    timeout_s: float = 60.0
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 10.0
+
+
+@dataclass(eq=False)
+class _Item:
+    ticket: Any
+    payload: bytes | None
+    path: str | None
+    want_map: bool
+    seq: int
+    slot: int | None = None
+    sent: bool = False
+    """A frame of it has gone to Triton: :meth:`ScoringPipeline.finish_started` still finishes it."""
+    frames: list[_Frame] = field(default_factory=list)
+    decoded: ModelInput | None = None
+    remaining: int = 0
+
+
+@dataclass(eq=False)
+class _Frame:
+    item: _Item
+    number: int
+    slot: int | None
+    pixels: np.ndarray | None
+    seq: int
+    scores: Scores | None = None
+    infer_ms: float = 0.0
+
+
+class ScoringPipeline:
+    """Decode pool → batched inference on Triton → outcomes to the listener. Not thread-safe: one loop."""
+
+    def __init__(self, scorer: TritonScorer, mailbox: Mailbox, listener: PipelineListener,
+                 options: PipelineOptions | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.scorer = scorer
+        self.mailbox = mailbox
+        self.listener = listener
+        self.options = options or PipelineOptions()
+        if self.options.shared_memory not in SHARED_MEMORY_MODES:
+            raise ConfigurationError(f"--shared-memory {self.options.shared_memory!r}: use one of "
+                                     f"{', '.join(SHARED_MEMORY_MODES)}")
+        self._clock = clock
+        self._seq = itertools.count()
+        self._pool: ProcessPoolExecutor | None = None
+        self._slots: SharedSlots | None = None
+        self._region = ""
+        self._shape: tuple[int, ...] = ()
+        self._preprocessing: dict[str, Any] = {}
+        self._limits = limits_dict(self.options.limits)
+        self._waiting: deque[_Item] = deque()
+        self._ready_slots: dict[int, _Frame] = {}
+        self._ready_inband: deque[_Frame] = deque()
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self.decoding = 0
+        self.requests = 0
+        self.frames_at_triton = 0
+        self.frames_held = 0
+        self.down_since: float | None = None
+        self._backoff = self.options.retry_initial_s
+        self._next_probe = 0.0
+        self.abandoned = False
+        self.finishing = False
+        self.batches_sent = 0
+        self.frames_sent = 0
+
+    # -- life cycle ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Read the card's preprocessing, set up shared memory (or not) and start the pool."""
+        card = self.scorer.card
+        self._preprocessing = card.preprocessing_spec().to_dict()
+        size = int(self._preprocessing.get("size", card.input_size))
+        self._shape = (size, size, 3)
+        self._max_batch = max(1, self.options.max_batch or card.max_batch_size or 1)
+        if self.options.shared_memory != "off":
+            self._open_shared_memory()
+        self._pool = self._new_pool()
+
+    @property
+    def shared_memory(self) -> bool:
+        return self._slots is not None
+
+    def _open_shared_memory(self) -> None:
+        removed = remove_stale_segments()
+        if removed:
+            log.info("removed shared-memory segments of processes killed earlier", extra={"event": "shm_stale",
+                                                                                          "count": len(removed)})
+        try:
+            slots = SharedSlots(self.options.max_frames, self._shape)
+        except OSError as exc:
+            self._no_shared_memory(f"cannot create a segment under /dev/shm ({exc.strerror or exc})")
+            return
+        try:
+            self.scorer.transport.register_shm(slots.name, slots.key, slots.byte_size, 10.0)
+        except TritonUnavailable as exc:
+            slots.close()
+            self._no_shared_memory(f"Triton at {self.scorer.url} cannot map it ({str(exc)[:200]}): it runs on "
+                                   "another host, or without this host's /dev/shm")
+            return
+        self._slots, self._region = slots, slots.name
+        log.info("sending images through shared memory", extra={"event": "shm", "slots": slots.count,
+                                                                 "megabytes": round(slots.byte_size / 2**20)})
+
+    def _no_shared_memory(self, why: str) -> None:
+        if self.options.shared_memory == "on":
+            raise ConfigurationError(f"--shared-memory on, but {why}. Share /dev/shm with Triton (docs/deploy.md) "
+                                     "or use --shared-memory auto")
+        log.info("sending images inside the requests: %s", why, extra={"event": "shm_off"})
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        args = (self._slots.name, self._shape) if self._slots is not None else ()
+        return ProcessPoolExecutor(max_workers=self.options.workers, mp_context=get_context("spawn"),
+                                   initializer=decode_worker_init, initargs=args)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        if self._slots is not None:
+            try:
+                self.scorer.transport.unregister_shm(self._region, 2.0)
+            except TritonUnavailable:
+                pass  # Triton gone: nothing of ours is mapped there any more
+            self._slots.close()
+            self._slots = None
+
+    # -- state the owner reads -------------------------------------------------------------------------
+    @property
+    def saturated(self) -> bool:
+        """More input would only wait: every slot (or the frame budget) is taken, or Triton is out."""
+        return (bool(self._waiting) or self.frames_held >= self.options.max_frames
+                or self.down_since is not None)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.decoding or self.frames_held or self._waiting or self._timers)
+
+    def abandon(self) -> None:
+        """Send nothing more (the served model changed): answers still out are ignored."""
+        self.abandoned = True
+
+    def finish_started(self) -> None:
+        """Finish only inputs that have a frame at Triton; drop the rest (decoding, waiting, not sent).
+
+        Triage's Ctrl-C: what is dropped was never recorded and is done again on the next run.
+        """
+        self.finishing = True
+        while self._waiting:
+            self._release_slot(self._waiting.popleft().slot)
+        self._timers.clear()
+
+    @property
+    def finished(self) -> bool:
+        """After :meth:`finish_started`: nothing left at Triton, or waiting to go there."""
+        return self.requests == 0 and not any(f.item.sent for f in self._ready())
+
+    def _ready(self) -> list[_Frame]:
+        return [*self._ready_slots.values(), *self._ready_inband]
+
+    # -- input -------------------------------------------------------------------------------------------
+    def submit(self, ticket: Any, payload: bytes | None = None, path: str | None = None, *,
+               want_map: bool = False) -> None:
+        """Decode and score ``payload`` (or the file at ``path``); the outcome goes to the listener."""
+        self._decode(_Item(ticket, payload, path, want_map, next(self._seq)))
+
+    def _decode(self, item: _Item) -> None:
+        if self._slots is not None and item.slot is None:
+            item.slot = self._slots.ring.allocate()
+            if item.slot is None:
+                self._waiting.append(item)
+                return
+            self.frames_held += 1
+        assert self._pool is not None, "start() the pipeline first"
+        try:
+            future = self._pool.submit(decode_task, item.payload, item.path, self._preprocessing, self._limits,
+                                       item.slot)
+        except BrokenProcessPool:
+            self._restart_pool()
+            self._later(self.options.retry_initial_s, lambda: self._decode(item))
+            return
+        self.decoding += 1
+        future.add_done_callback(lambda f: self.mailbox.post(self._on_decoded, item, f))
+
+    def _release_slot(self, slot: int | None) -> None:
+        if slot is not None and self._slots is not None:
+            self._slots.ring.release(slot)
+            self.frames_held -= 1
+
+    def _on_decoded(self, item: _Item, future: Future[ModelInput]) -> None:
+        self.decoding -= 1
+        if self.finishing or not self.listener.current(item.ticket):
+            self._release_slot(item.slot)
+            return
+        try:
+            decoded = future.result()
+        except BrokenProcessPool:
+            log.error("a decode worker died; restarting the pool", extra={"event": "pool_restart"})
+            self._restart_pool()
+            self._later(self.options.retry_initial_s, lambda: self._decode(item))  # keeps its slot
+            return
+        except ArchiveUnavailable as exc:
+            self._release_slot(item.slot)
+            self.listener.unreadable(item.ticket, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - one decoder bug is the listener's to count, never lost
+            self._release_slot(item.slot)
+            self.listener.decode_bug(item.ticket, exc)
+            return
+        item.payload = None  # the bytes are no longer needed
+        if decoded.slot is None:
+            self._release_slot(item.slot)  # bad input, or nothing written there
+        if not decoded.ok:
+            self.listener.rejected(item.ticket, decoded)
+            return
+        self._accept_frames(item, decoded)
+
+    def _accept_frames(self, item: _Item, decoded: ModelInput) -> None:
+        wanted = set(self.listener.frames(item.ticket, decoded))
+        inband = decoded.images if decoded.images is not None else np.empty((0, *self._shape), np.uint8)
+        offset = 1 if decoded.slot is not None else 0
+        for index, number in enumerate(decoded.frame_numbers):
+            if index not in wanted:
+                continue
+            in_slot = offset and index == 0
+            frame = _Frame(item, number, decoded.slot if in_slot else None,
+                           None if in_slot else inband[index - offset], next(self._seq))
+            item.frames.append(frame)
+        if decoded.slot is not None and 0 not in wanted:
+            self._release_slot(decoded.slot)
+        decoded.images = None
+        item.decoded = decoded
+        item.remaining = len(item.frames)
+        for frame in item.frames:
+            if frame.slot is not None:
+                self._ready_slots[frame.slot] = frame
+            else:
+                self.frames_held += 1
+                self._ready_inband.append(frame)
+
+    def _restart_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._new_pool()
+
+    # -- the loop's turn ---------------------------------------------------------------------------------
+    def pump(self) -> None:
+        """Run due retries, probe a failed Triton, start decodes that waited for a slot, send batches."""
+        self._run_timers()
+        self._probe()
+        while self._waiting and self._slots is not None and self._slots.ring.free:
+            self._decode(self._waiting.popleft())
+        while (self.down_since is None and not self.abandoned and self.requests < self.options.max_requests
+               and (self._ready_slots or self._ready_inband)):
+            batch = self._next_batch()
+            if batch:
+                self._send(batch)
+
+    def _next_batch(self) -> list[_Frame]:
+        """The oldest ready frame's batch: its run of consecutive slots, or the oldest in-band frames."""
+        oldest_slot = min(self._ready_slots.values(), key=lambda f: f.seq, default=None)
+        oldest_inband = self._ready_inband[0] if self._ready_inband else None
+        if oldest_slot is not None and (oldest_inband is None or oldest_slot.seq < oldest_inband.seq):
+            run = next(r for r in runs(self._ready_slots, self._max_batch) if oldest_slot.slot in r)
+            frames = [self._ready_slots.pop(slot) for slot in run]
+        else:
+            frames = [self._ready_inband.popleft() for _ in range(min(self._max_batch, len(self._ready_inband)))]
+        live = []
+        for frame in frames:
+            if self.listener.current(frame.item.ticket) and (frame.item.sent or not self.finishing):
+                live.append(frame)
+            else:
+                self._done_with(frame)
+        if not live or live[0].slot is None:
+            return live
+        # Dropped frames may have split the run: send its first part, put the rest back.
+        first, *rest = runs([f.slot for f in live if f.slot is not None], self._max_batch)
+        by_slot = {f.slot: f for f in live}
+        for part in rest:
+            for slot in part:
+                self._ready_slots[slot] = by_slot[slot]
+        return [by_slot[slot] for slot in first]
+
+    def _send(self, batch: list[_Frame]) -> None:
+        first = batch[0]
+        if first.slot is not None:
+            assert self._slots is not None
+            images: np.ndarray | ShmInput = ShmInput(self._region, self._slots.offset(first.slot),
+                                                     (len(batch), *self._shape))
+        else:
+            images = np.stack([f.pixels for f in batch])  # type: ignore[misc]
+        with_map = any(f.item.want_map for f in batch)
+        for frame in batch:
+            frame.item.sent = True
+        self.requests += 1
+        self.frames_at_triton += len(batch)
+        self.batches_sent += 1
+        self.frames_sent += len(batch)
+        started = self._clock()
+        try:
+            self.scorer.infer_async(images, lambda scores, error: self.mailbox.post(
+                self._on_answer, batch, started, scores, error), with_map=with_map)
+        except Exception as exc:  # noqa: BLE001 - a client that cannot even send is a Triton fault like any other
+            self._on_answer(batch, started, None, exc)
+
+    def _on_answer(self, batch: list[_Frame], started: float, scores: list[Scores] | None,
+                   error: BaseException | None) -> None:
+        self.requests -= 1
+        self.frames_at_triton -= len(batch)
+        if self.abandoned:
+            for frame in batch:
+                self._done_with(frame)
+            return
+        if isinstance(error, ServedModelChanged):
+            self.abandon()
+            for frame in batch:
+                self._done_with(frame)
+            self.listener.model_changed(error)
+            return
+        if error is not None or scores is None or len(scores) != len(batch):
+            self._failed(batch, error or TritonUnavailable("Triton answered without scores"))
+            return
+        self._recovered()
+        elapsed_ms = (self._clock() - started) * 1000
+        for frame, frame_scores in zip(batch, scores):
+            frame.scores, frame.infer_ms = frame_scores, elapsed_ms
+            self._finish(frame)
+
+    def _finish(self, frame: _Frame) -> None:
+        item = frame.item
+        self._done_with(frame)
+        item.remaining -= 1
+        if item.remaining == 0 and self.listener.current(item.ticket):
+            assert item.decoded is not None
+            scored = [ScoredFrame(f.number, f.scores, f.infer_ms) for f in item.frames if f.scores is not None]
+            item.frames = []
+            self.listener.scored(item.ticket, ScoredInput(item.decoded, scored))
+
+    def _done_with(self, frame: _Frame) -> None:
+        """The frame's pixels are no longer needed: free its slot (or its in-band copy)."""
+        if frame.slot is not None:
+            self._release_slot(frame.slot)
+            frame.slot = None
+        elif frame.pixels is not None:
+            frame.pixels = None
+            self.frames_held -= 1
+
+    # -- Triton faults -----------------------------------------------------------------------------------
+    def _failed(self, batch: list[_Frame], error: BaseException) -> None:
+        """Keep the frames, pause sending, probe with backoff. Never an outcome for the input."""
+        for frame in sorted(batch, key=lambda f: f.seq, reverse=True):
+            if frame.slot is not None:
+                self._ready_slots[frame.slot] = frame
+            else:
+                self._ready_inband.appendleft(frame)
+        if self.down_since is None:
+            self.down_since = self._clock()
+            self._backoff = self.options.retry_initial_s
+            self._next_probe = self.down_since + self._backoff
+            self.listener.triton_down(error)
+
+    def _probe(self) -> None:
+        if self.down_since is None or self._clock() < self._next_probe:
+            return
+        try:
+            ready = self.scorer.is_ready()
+        except TritonTLSError as exc:  # certificates changed under us: the owner decides (it was told)
+            log.error("Triton's TLS handshake fails: %s", exc, extra={"event": "triton_tls"})
+            ready = False
+        if ready and self._register_again():
+            self._recovered()
+            return
+        self._backoff = min(self._backoff * 2, self.options.retry_max_s)
+        self._next_probe = self._clock() + self._backoff
+
+    def _register_again(self) -> bool:
+        """After an outage Triton may be a new process without our region: register it again."""
+        if self._slots is None:
+            return True
+        transport = self.scorer.transport
+        try:
+            try:
+                transport.unregister_shm(self._region, 5.0)
+            except TritonUnavailable:
+                pass
+            transport.register_shm(self._region, self._slots.key, self._slots.byte_size, 5.0)
+        except TritonUnavailable as exc:
+            log.warning("registering shared memory again failed", extra={"event": "shm_register",
+                                                                         "error": str(exc)[:200]})
+            return False
+        return True
+
+    def _recovered(self) -> None:
+        if self.down_since is None:
+            return
+        down_s = self._clock() - self.down_since
+        self.down_since = None
+        self.listener.triton_up(down_s)
+
+    # -- timers --------------------------------------------------------------------------------------------
+    def _later(self, delay: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (self._clock() + delay, next(self._seq), action))
+
+    def _run_timers(self) -> None:
+        now = self._clock()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, action = heapq.heappop(self._timers)
+            action()
+
+
+__all__ = ["SHARED_MEMORY_MODES", "Mailbox", "PipelineListener", "PipelineOptions", "ScoredFrame", "ScoredInput",
+           "ScoringPipeline"]
