@@ -8,6 +8,7 @@ import sys
 import threading
 from dataclasses import MISSING, fields
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,6 +19,10 @@ from skinbatch.connect.options import KAFKA_OPTIONS, TRITON_OPTIONS, OptionSpec,
 from skinbatch.contract import EXIT_CODE_EPILOG, SkinbatchError
 
 from .config import ConsumerConfig
+
+if TYPE_CHECKING:
+    from .metrics import ConsumerMetrics
+    from .service import ScoringConsumer
 
 
 # Fields without a default (MISSING) are required flags; factory defaults are computed at run time.
@@ -55,7 +60,14 @@ def _shared(specs: tuple[OptionSpec, ...], required: str):  # type: ignore[no-un
 @_opt("model", "Ensemble to call.")
 @_opt("decode_workers", "Decoding processes.", type=int, default=None)
 @_opt("max_in_flight", "Messages in flight before consumption pauses.", type=int)
-@_opt("max_infer_in_flight", "Images in flight to Triton.", type=int)
+@_opt("max_infer_in_flight", "Decoded frames held for Triton (shared-memory slots of 268 KB).", type=int)
+@_opt("max_infer_requests", "Requests outstanding at Triton, each a batch of the frames ready together.", type=int)
+@_opt("shared_memory", "Hand images to Triton through system shared memory: auto (when Triton runs on this "
+      "host or shares its /dev/shm), on (or stop), off.", type=click.Choice(["auto", "on", "off"]))
+@_opt("malignancy_maps", "Put the malignancy map (8x8 class activation map of P(malignant)) in every result; "
+      "a request can also ask with the header malignancy-map: 1.", is_flag=True, default=False)
+@_opt("fhir_topic", "Also publish each request's scores as a FHIR R4 transaction Bundle to this topic.",
+      default=None)
 @_opt("max_message_bytes", "Largest image accepted, inline or by reference.", type=int)
 @_opt("max_pixels", "Largest image in pixels, checked before decoding (decompression bombs).", type=int)
 @_opt("metrics_port", "Prometheus metrics port (0 disables).", type=int)
@@ -99,7 +111,7 @@ def consume(log_level: str, **options: object) -> None:
         config.metrics_port = None
 
     from .metrics import ConsumerMetrics
-    from .service import ScoringConsumer, preflight
+    from .service import preflight
 
     try:
         preflight(config)
@@ -118,7 +130,11 @@ def consume(log_level: str, **options: object) -> None:
                 f"cannot serve metrics on {config.metrics_host}:{config.metrics_port} ({exc.strerror}); "
                 "choose another --metrics-port or 0 to disable"
             ) from None
-    service = ScoringConsumer(config, metrics)
+    try:
+        service = build_consumer(config, metrics)
+    except SkinbatchError as exc:
+        click.echo(f"skinbatch consume: {exc}", err=True)
+        sys.exit(int(exc.exit_code))
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         # Not service.stop() itself: Event.set takes a lock, and a second signal arriving while the
@@ -128,6 +144,59 @@ def consume(log_level: str, **options: object) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     sys.exit(service.run())
+
+
+def build_consumer(config: ConsumerConfig, metrics: ConsumerMetrics | None = None, *,
+                   consumer_class: Any = None) -> ScoringConsumer:
+    """The consumer with its real collaborators: Kafka clients, Triton clients, the DICOMweb archive.
+    ``consumer_class``: a KafkaConsumer subclass to use instead (tests of client-library faults)."""
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+    from skinbatch.scoring import TritonScorer
+
+    from .producer import ResultProducer, read_record_limits
+    from .service import ScoringConsumer
+
+    security = config.kafka_connection().client_kwargs()
+    topics = [config.result_topic, config.dead_letter_topic] + ([config.fhir_topic] if config.fhir_topic else [])
+
+    def make_producer(**sizes: int) -> KafkaProducer:
+        codec = None if config.compression_type == "none" else config.compression_type
+        return KafkaProducer(client_id=config.client_id, acks="all", enable_idempotence=True, linger_ms=5,
+                             compression_type=codec, **sizes, **security)
+
+    def limits() -> dict[str, int]:
+        admin = KafkaAdminClient(client_id=f"{config.client_id}-limits", **security)
+        try:
+            return read_record_limits(admin, topics)
+        finally:
+            admin.close()
+
+    producer = ResultProducer(make_producer, limits)
+    producer.check_limits()
+    consumer = (consumer_class or KafkaConsumer)(
+        group_id=config.group_id, client_id=config.client_id, enable_auto_commit=False,
+        auto_offset_reset="earliest", max_poll_records=max(1, min(config.max_in_flight, 500)),
+        session_timeout_ms=config.session_timeout_ms,
+        heartbeat_interval_ms=max(1000, config.session_timeout_ms // 4),
+        max_partition_fetch_bytes=config.max_message_bytes + 65536,
+        fetch_max_bytes=max(config.max_message_bytes + 65536, 52428800),
+        # Full fetch requests: a few partitions per member make incremental fetch sessions (KIP-227) save
+        # nothing, and in kafka-python they have left partitions unfetched (upstream issue #2575).
+        enable_incremental_fetch_sessions=False,
+        **security,
+    )
+    target = config.triton_target()
+    scorer = TritonScorer(target.endpoint, model=config.model, timeout_s=config.triton_timeout_s, tls=target.tls)
+    watch = TritonScorer(target.endpoint, model=config.model, timeout_s=5, tls=target.tls)
+    archive = None
+    settings = config.dicomweb_settings()
+    if settings is not None:
+        from skinbatch.dicomweb.client import DicomWebArchive
+
+        archive = DicomWebArchive(settings)
+    return ScoringConsumer(config, kafka_consumer=consumer, producer=producer, scorer=scorer, watch_scorer=watch,
+                           archive=archive, metrics=metrics)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,16 @@ class ConsumerConfig:
     max_in_flight: int = 64
     """Messages taken from Kafka and not yet answered; consumption pauses beyond it."""
     max_infer_in_flight: int = 64
-    """Images sent to Triton and not yet answered; enough for the dynamic batcher to fill batches."""
+    """Decoded frames held for Triton (waiting or at Triton): the shared-memory slots, 268 KB each."""
+    max_infer_requests: int = 4
+    """Requests outstanding at Triton; each carries the frames ready together, up to the model's max batch."""
+    shared_memory: str = "auto"
+    """Hand images to Triton through system shared memory: auto (when Triton can map this host's
+    /dev/shm), on (or stop at start-up), off."""
+    malignancy_maps: bool = False
+    """Put the malignancy map in every result (a request can ask with the header ``malignancy-map: 1``)."""
+    fhir_topic: str | None = None
+    """Also publish each request's scores as a FHIR R4 transaction Bundle to this topic."""
     max_in_flight_bytes: int = 256 * 1024 * 1024
     max_message_bytes: int = 32 * 1024 * 1024
     max_pixels: int = 80_000_000
@@ -77,6 +86,13 @@ class ConsumerConfig:
     store_results: bool = False
     """Store a DICOM SR with the scores of each instance retrieved from the archive, back into its study."""
 
+    def decode_limits(self) -> Any:
+        """Limits for the decode workers: the message size, and pixels checked before decoding."""
+        from skinbatch.imaging import DecodeLimits
+
+        return DecodeLimits(max_bytes=self.max_message_bytes, max_pixels=self.max_pixels,
+                            max_total_pixels=2 * self.max_pixels)
+
     def dicomweb_settings(self) -> Any:
         """``DicomWebSettings`` for the archive, or None without ``dicomweb_url``; ValueError if inconsistent."""
         if not self.dicomweb_url:
@@ -106,6 +122,10 @@ class ConsumerConfig:
         self.triton_target()
         self.kafka_connection()
         self.dicomweb_settings()
+        from skinbatch.scoring.pipeline import SHARED_MEMORY_MODES
+
+        if self.shared_memory not in SHARED_MEMORY_MODES:
+            raise ConfigurationError(f"--shared-memory {self.shared_memory!r}: use one of {', '.join(SHARED_MEMORY_MODES)}")
         if self.compression_type not in COMPRESSION_TYPES:
             raise ConfigurationError(f"--compression-type {self.compression_type!r}: use one of "
                                      f"{', '.join(COMPRESSION_TYPES)}")

@@ -1,16 +1,15 @@
-"""Errors of the consumer. Bad input is dead-lettered; infrastructure faults are retried."""
+"""Errors of the consumer, on the package's one error root (skinbatch.contract)."""
 
 from __future__ import annotations
 
+from skinbatch.contract import ConfigurationError, InputRejected
 
-class RequestRejected(Exception):
+
+class RequestRejected(InputRejected):
     """Bad input. Goes to the dead-letter topic with a machine-readable ``type``."""
 
     def __init__(self, type_: str, message: str) -> None:
-        super().__init__(message)
-        self.type = type_
-        self.message = message
+        super().__init__(message, type_)
 
 
-class ConfigurationError(Exception):
-    """The consumer cannot start as configured; the message says what to change."""
+__all__ = ["ConfigurationError", "RequestRejected"]

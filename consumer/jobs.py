@@ -7,29 +7,26 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from skinbatch.scoring import Scores
+from skinbatch.imaging.model_input import ModelInput
+from skinbatch.scoring.pipeline import ScoredFrame
 
 from . import messages
-from .decode import ModelInput
 from .requests import Request
+from .source import Taken
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
-    """One Kafka message on its way through the pipeline."""
+    """One Kafka message (or, for a DICOMweb study or series, one instance of it)."""
 
-    tp: TopicPartition
-    offset: int
-    generation: int
+    taken: Taken
     timestamp_ms: int
     polled: float
     request: Request | None = None
     size: int = 0
     decoded: ModelInput | None = None
-    scores: list[Scores | None] = field(default_factory=list)
-    infer_ms: list[float] = field(default_factory=list)
-    remaining_frames: int = 0
-    unacked: int = 0
+    """What decoding found (hash, format, DICOM identifiers); never the pixels."""
+    frames: list[ScoredFrame] = field(default_factory=list)
     outcome: str = "ok"
     # DICOMweb fan-out: a parent (the Kafka message) waits for one child per instance.
     parent: Job | None = None
@@ -42,5 +39,17 @@ class Job:
     sr: dict[str, str] | None = None
 
     @property
+    def tp(self) -> TopicPartition:
+        return self.taken.tp
+
+    @property
+    def offset(self) -> int:
+        return self.taken.offset
+
+    @property
     def source(self) -> dict[str, Any]:
         return messages.source(self.tp.topic, self.tp.partition, self.offset)
+
+    @property
+    def want_map(self) -> bool:
+        return bool(self.request and self.request.want_map)

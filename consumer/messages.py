@@ -41,6 +41,7 @@ def result_message(
     input_info: dict[str, Any],
     dicom: dict[str, Any] | None,
     timings_ms: dict[str, float],
+    with_map: bool = False,
 ) -> dict[str, Any]:
     msg: dict[str, Any] = {
         "request_id": request_id,
@@ -54,6 +55,11 @@ def result_message(
     }
     if dicom is not None:
         msg["dicom"] = dicom
+    if with_map and scores.malignancy_map is not None:
+        from skinbatch.maps import to_nested_list
+
+        msg["malignancy_map"] = {"shape": list(scores.malignancy_map.shape),
+                                 "values": to_nested_list(scores.malignancy_map)}
     if not card.trained:
         msg["warning"] = UNTRAINED_WARNING
     return msg

@@ -108,12 +108,12 @@ class ResultProducer:
                 f"topic limits {small} (max.message.bytes) are under {MIN_TOPIC_LIMIT} bytes, too small for "
                 "results: raise them with kafka-configs.sh --alter --add-config max.message.bytes=1048588")
 
-    def send(self, topic: str, key: bytes, value: bytes) -> Any:
+    def send(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> Any:
         limit = self.limits.get(topic, DEFAULT_LIMIT) - BATCH_OVERHEAD
-        size = len(key) + len(value)
+        size = len(key) + len(value) + sum(len(k) + len(v) for k, v in headers or ())
         if size > limit:
             raise RecordTooLarge(topic, size, limit)
-        return self._producer.send(topic, key=key, value=value)
+        return self._producer.send(topic, key=key, value=value, headers=headers or None)
 
     def failed(self, error: BaseException) -> None:
         """A send failed: after a non-retriable error (or a producer in its fatal state), rebuild it."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -28,6 +28,8 @@ from .errors import RequestRejected
 
 REQUEST_ID_HEADER = "request-id"
 CONTENT_TYPE_HEADER = "content-type"
+MAP_HEADER = "malignancy-map"
+"""A request header: ``1`` (or ``true``) asks for the malignancy map in the results."""
 REFERENCE_CONTENT_TYPE = "application/vnd.skinbatch.reference+json"
 
 
@@ -44,6 +46,8 @@ class Request:
     content_type: str | None
     dicomweb: DicomWebReference | None = None
     """For a DICOMweb reference: what to retrieve from the consumer's archive."""
+    want_map: bool = False
+    """The request asked for the malignancy map (header ``malignancy-map: 1``)."""
 
 
 def _header(headers: list[tuple[str, bytes]] | None, name: str) -> str | None:
@@ -122,6 +126,14 @@ def parse_request(
     dicomweb_enabled: bool = False,
 ) -> Request:
     """Classify a record. Raises ``RequestRejected`` for bad input."""
+    request = _classify(value, key, headers, archive_root, max_bytes, dicomweb_enabled)
+    if (_header(headers, MAP_HEADER) or "").lower() in ("1", "true", "yes"):
+        return replace(request, want_map=True)
+    return request
+
+
+def _classify(value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]] | None,
+              archive_root: str | None, max_bytes: int, dicomweb_enabled: bool) -> Request:
     content_type = _header(headers, CONTENT_TYPE_HEADER)
     rid = explicit_request_id(headers, key)
     if not value:

@@ -79,12 +79,15 @@ def _table(results: list[dict[str, Any]], dead: list[dict[str, Any]], trained: b
               show_default=True, help="Model repository; a demo model is converted into it if it has none.")
 @click.option("--timeout", default=900.0, show_default=True, help="Seconds to wait for every result.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON lines instead of a table.")
-def demo(repository: Path, timeout: float, as_json: bool) -> None:
+@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True,
+              help="How the consumer talks to the local Triton (the URL goes through the same parser as "
+                   "every command's --triton-url).")
+def demo(repository: Path, timeout: float, as_json: bool, protocol: str) -> None:
     """Run the whole job on a local Kafka and a local Triton: sample images in, scores out."""
     from kafka import KafkaProducer
 
+    from skinbatch.consumer.cli import build_consumer
     from skinbatch.consumer.config import ConsumerConfig
-    from skinbatch.consumer.service import ScoringConsumer
     from skinbatch.localstack.kafka import KafkaBroker
     from skinbatch.logs import configure_logging
     from skinbatch.serve import LocalTriton, TritonServerConfig
@@ -111,10 +114,13 @@ def demo(repository: Path, timeout: float, as_json: bool) -> None:
                 producer.flush()
                 producer.close()
                 _say(f"published {len(requests)} requests; consuming with `skinbatch consume`")
-                service = ScoringConsumer(ConsumerConfig(
-                    bootstrap_servers=broker.bootstrap_servers, triton_url=triton.grpc_endpoint,
+                config = ConsumerConfig(
+                    bootstrap_servers=broker.bootstrap_servers,
+                    triton_url=triton.grpc_url if protocol == "grpc" else triton.http_url,
                     request_topic=REQUEST, result_topic=RESULT, dead_letter_topic=DEAD,
-                    group_id="skinbatch-demo", archive_root=str(archive), metrics_port=None))
+                    group_id="skinbatch-demo", archive_root=str(archive), metrics_port=None)
+                config.validate()
+                service = build_consumer(config)
                 runner = threading.Thread(target=service.run, name="consumer", daemon=True)
                 runner.start()
                 results, dead = _collect(broker.bootstrap_servers, {rid for rid, _, _ in requests}, timeout)

@@ -4,7 +4,7 @@ from skinbatch.contract import ServedModelChanged, TritonUnavailable
 
 from .client import TritonScorer
 from .scores import OUTPUTS, Scores, scores_from_outputs
-from .transport import Answer, Transport, TritonTLSError, open_transport
+from .transport import Answer, ShmInput, Transport, TritonTLSError, open_transport
 
-__all__ = ["OUTPUTS", "Answer", "Scores", "ServedModelChanged", "Transport", "TritonScorer", "TritonTLSError",
-           "TritonUnavailable", "open_transport", "scores_from_outputs"]
+__all__ = ["OUTPUTS", "Answer", "Scores", "ServedModelChanged", "ShmInput", "Transport", "TritonScorer",
+           "TritonTLSError", "TritonUnavailable", "open_transport", "scores_from_outputs"]

@@ -27,14 +27,13 @@ outcome means (a Kafka result, a row in triage's store) and whether a ticket sti
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import queue
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -45,6 +44,7 @@ import numpy as np
 from skinbatch.contract import ArchiveUnavailable, ConfigurationError, ServedModelChanged, TritonUnavailable
 from skinbatch.imaging import DecodeLimits
 from skinbatch.imaging.model_input import ModelInput
+from skinbatch.timers import Timers
 
 from .client import TritonScorer
 from .decoding import decode_task, decode_worker_init, limits_dict
@@ -176,7 +176,10 @@ class ScoringPipeline:
     """Decode pool → batched inference on Triton → outcomes to the listener. Not thread-safe: one loop."""
 
     def __init__(self, scorer: TritonScorer, mailbox: Mailbox, listener: PipelineListener,
-                 options: PipelineOptions | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 options: PipelineOptions | None = None, clock: Callable[[], float] = time.monotonic,
+                 pool_factory: Callable[[int, tuple[Any, ...]], Executor] | None = None) -> None:
+        """``pool_factory(workers, initargs)``: the decode pool; spawned processes running
+        :func:`~skinbatch.scoring.decoding.decode_worker_init` (``initargs``) when None."""
         self.scorer = scorer
         self.mailbox = mailbox
         self.listener = listener
@@ -185,8 +188,9 @@ class ScoringPipeline:
             raise ConfigurationError(f"--shared-memory {self.options.shared_memory!r}: use one of "
                                      f"{', '.join(SHARED_MEMORY_MODES)}")
         self._clock = clock
+        self._pool_factory = pool_factory or _process_pool
         self._seq = itertools.count()
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: Executor | None = None
         self._slots: SharedSlots | None = None
         self._region = ""
         self._shape: tuple[int, ...] = ()
@@ -195,8 +199,10 @@ class ScoringPipeline:
         self._waiting: deque[_Item] = deque()
         self._ready_slots: dict[int, _Frame] = {}
         self._ready_inband: deque[_Frame] = deque()
-        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timers = Timers(clock)
         self.decoding = 0
+        self.payload_bytes = 0
+        """Inline bytes handed in and not yet decoded (or dropped): part of the owner's memory budget."""
         self.requests = 0
         self.frames_at_triton = 0
         self.frames_held = 0
@@ -251,10 +257,9 @@ class ScoringPipeline:
                                      "or use --shared-memory auto")
         log.info("sending images inside the requests: %s", why, extra={"event": "shm_off"})
 
-    def _new_pool(self) -> ProcessPoolExecutor:
+    def _new_pool(self) -> Executor:
         args = (self._slots.name, self._shape) if self._slots is not None else ()
-        return ProcessPoolExecutor(max_workers=self.options.workers, mp_context=get_context("spawn"),
-                                   initializer=decode_worker_init, initargs=args)
+        return self._pool_factory(self.options.workers, args)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -277,7 +282,7 @@ class ScoringPipeline:
 
     @property
     def busy(self) -> bool:
-        return bool(self.decoding or self.frames_held or self._waiting or self._timers)
+        return bool(self.decoding or self.frames_held or self._waiting or len(self._timers))
 
     def abandon(self) -> None:
         """Send nothing more (the served model changed): answers still out are ignored."""
@@ -290,7 +295,9 @@ class ScoringPipeline:
         """
         self.finishing = True
         while self._waiting:
-            self._release_slot(self._waiting.popleft().slot)
+            item = self._waiting.popleft()
+            self._release_slot(item.slot)
+            self._drop_payload(item)
         self._timers.clear()
 
     @property
@@ -305,6 +312,7 @@ class ScoringPipeline:
     def submit(self, ticket: Any, payload: bytes | None = None, path: str | None = None, *,
                want_map: bool = False) -> None:
         """Decode and score ``payload`` (or the file at ``path``); the outcome goes to the listener."""
+        self.payload_bytes += len(payload or b"")
         self._decode(_Item(ticket, payload, path, want_map, next(self._seq)))
 
     def _decode(self, item: _Item) -> None:
@@ -320,7 +328,7 @@ class ScoringPipeline:
                                        item.slot)
         except BrokenProcessPool:
             self._restart_pool()
-            self._later(self.options.retry_initial_s, lambda: self._decode(item))
+            self._timers.later(self.options.retry_initial_s, lambda: self._decode(item))
             return
         self.decoding += 1
         future.add_done_callback(lambda f: self.mailbox.post(self._on_decoded, item, f))
@@ -330,27 +338,34 @@ class ScoringPipeline:
             self._slots.ring.release(slot)
             self.frames_held -= 1
 
+    def _drop_payload(self, item: _Item) -> None:
+        self.payload_bytes -= len(item.payload or b"")
+        item.payload = None
+
     def _on_decoded(self, item: _Item, future: Future[ModelInput]) -> None:
         self.decoding -= 1
         if self.finishing or not self.listener.current(item.ticket):
             self._release_slot(item.slot)
+            self._drop_payload(item)
             return
         try:
             decoded = future.result()
         except BrokenProcessPool:
             log.error("a decode worker died; restarting the pool", extra={"event": "pool_restart"})
             self._restart_pool()
-            self._later(self.options.retry_initial_s, lambda: self._decode(item))  # keeps its slot
+            self._timers.later(self.options.retry_initial_s, lambda: self._decode(item))  # keeps its slot
             return
         except ArchiveUnavailable as exc:
             self._release_slot(item.slot)
+            self._drop_payload(item)
             self.listener.unreadable(item.ticket, exc)
             return
         except Exception as exc:  # noqa: BLE001 - one decoder bug is the listener's to count, never lost
             self._release_slot(item.slot)
+            self._drop_payload(item)
             self.listener.decode_bug(item.ticket, exc)
             return
-        item.payload = None  # the bytes are no longer needed
+        self._drop_payload(item)  # the bytes are no longer needed
         if decoded.slot is None:
             self._release_slot(item.slot)  # bad input, or nothing written there
         if not decoded.ok:
@@ -389,7 +404,7 @@ class ScoringPipeline:
     # -- the loop's turn ---------------------------------------------------------------------------------
     def pump(self) -> None:
         """Run due retries, probe a failed Triton, start decodes that waited for a slot, send batches."""
-        self._run_timers()
+        self._timers.run_due()
         self._probe()
         while self._waiting and self._slots is not None and self._slots.ring.free:
             self._decode(self._waiting.popleft())
@@ -540,15 +555,11 @@ class ScoringPipeline:
         self.down_since = None
         self.listener.triton_up(down_s)
 
-    # -- timers --------------------------------------------------------------------------------------------
-    def _later(self, delay: float, action: Callable[[], None]) -> None:
-        heapq.heappush(self._timers, (self._clock() + delay, next(self._seq), action))
 
-    def _run_timers(self) -> None:
-        now = self._clock()
-        while self._timers and self._timers[0][0] <= now:
-            _, _, action = heapq.heappop(self._timers)
-            action()
+def _process_pool(workers: int, initargs: tuple[Any, ...]) -> Executor:
+    # spawn, not fork: the parent holds gRPC channels and threads, which do not survive a fork.
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=decode_worker_init,
+                               initargs=initargs)
 
 
 __all__ = ["SHARED_MEMORY_MODES", "Mailbox", "PipelineListener", "PipelineOptions", "ScoredFrame", "ScoredInput",

@@ -300,7 +300,7 @@ def test_fetch_watchdog_rejoins_then_exits_and_nothing_is_lost(kafka_broker: Any
     from kafka import KafkaConsumer
     from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
-    import skinbatch.consumer.service as service_module
+    from skinbatch.consumer.cli import build_consumer
     from skinbatch.consumer.config import ConsumerConfig
     from skinbatch.consumer.metrics import ConsumerMetrics
     from skinbatch.consumer.service import ScoringConsumer
@@ -346,16 +346,15 @@ def test_fetch_watchdog_rejoins_then_exits_and_nothing_is_lost(kafka_broker: Any
             return None
         return code[0]
 
-    monkeypatch.setattr(service_module, "KafkaConsumer", NeverFetches)
+    # The Kafka client is passed in: here one that never fetches.
     stuck_metrics = ConsumerMetrics()
-    assert run(ScoringConsumer(config, stuck_metrics), timeout=120) == ExitCode.FETCH_STALLED
+    assert run(build_consumer(config, stuck_metrics, consumer_class=NeverFetches), timeout=120) == ExitCode.FETCH_STALLED
     assert stuck_metrics.fetch_stalls.labels("rejoin")._value.get() == 1
     assert stuck_metrics.fetch_stalls.labels("exit")._value.get() == 1
     assert stuck_metrics.messages.labels("ok")._value.get() == 0
 
-    monkeypatch.setattr(service_module, "KafkaConsumer", KafkaConsumer)
     healthy_metrics = ConsumerMetrics()
-    healthy = ScoringConsumer(config, healthy_metrics)
+    healthy = build_consumer(config, healthy_metrics)
     code: list[int] = []
     worker = threading.Thread(target=lambda: code.append(healthy.run()), daemon=True)
     worker.start()

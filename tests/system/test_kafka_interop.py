@@ -97,8 +97,8 @@ def test_a_codec_that_cannot_be_read_stops_the_consumer_cleanly(
     import kafka.codec
     from kafka import KafkaAdminClient, KafkaProducer
 
+    from skinbatch.consumer.cli import build_consumer
     from skinbatch.consumer.config import ConsumerConfig
-    from skinbatch.consumer.service import ScoringConsumer
 
     topics = unique_topics("nocodec")
     kafka_broker.create_topics({topics["request"]: 1, topics["result"]: 1, topics["dead"]: 1})
@@ -116,7 +116,7 @@ def test_a_codec_that_cannot_be_read_stops_the_consumer_cleanly(
                             dead_letter_topic=topics["dead"], group_id="g-nocodec", metrics_port=None,
                             decode_workers=1, session_timeout_ms=6000, max_in_flight=1,
                             compression_type="gzip")  # its own results must not need the codec switched off
-    service = ScoringConsumer(config)
+    service = build_consumer(config)
     code: list[int] = []
     worker = threading.Thread(target=lambda: code.append(service.run()), daemon=True)
     worker.start()

@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 
 from skinbatch.consumer.config import ConsumerConfig
-from skinbatch.consumer.jobs import Job
+from skinbatch.consumer.metrics import ConsumerMetrics
+from skinbatch.consumer.modelwatch import ModelWatch
+from skinbatch.consumer.producer import ResultProducer
 from skinbatch.consumer.service import ScoringConsumer
 from skinbatch.contract import ExitCode
 from skinbatch.modelcard import ModelCard
 from skinbatch.scoring import Answer, ServedModelChanged, TritonScorer
 from skinbatch.scoring.client import check_served_version
+from skinbatch.scoring.pipeline import Mailbox
 from skinbatch.taxonomy import default_taxonomy
 
 
@@ -58,53 +61,69 @@ def test_scores_are_named_only_with_the_cards_own_version(card: Any) -> None:
     got: list[tuple[Any, Any]] = []
     image = np.zeros((1, 299, 299, 3), np.uint8)
     for version in (card.version, "99"):
-        scorer = TritonScorer("x:1", transport=_Transport(version, card))  # type: ignore[arg-type]
-        scorer._card = card
+        transport = _Transport(version, card)
+        transport.model_config = lambda model, timeout_s: {"parameters": {"model_card": {"string_value": card.to_json()}}}  # type: ignore[attr-defined]
+        scorer = TritonScorer("x:1", transport=transport)  # type: ignore[arg-type]
         scorer.infer_async(image, lambda s, e: got.append((s, e)))
     (scores, error), (no_scores, changed) = got
     assert error is None and scores[0].malignancy == pytest.approx(0.5)
     assert no_scores is None and isinstance(changed, ServedModelChanged)
 
 
-def test_consumer_stops_without_publishing_when_the_model_changes(card: Any) -> None:
-    from kafka import TopicPartition
+class _NoKafka:
+    """The consumer's Kafka clients are passed in; these tests never reach them."""
 
-    service = ScoringConsumer(ConsumerConfig(bootstrap_servers="x:1", triton_url="x:2", metrics_port=None))
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the test should not use Kafka ({name})")
+
+
+def _service(card: ModelCard) -> ScoringConsumer:
+    producer = ResultProducer(lambda **sizes: _NoKafka(), lambda: {"res": 1 << 20, "dlq": 1 << 20})
+    scorer = TritonScorer("x:2", transport=_Transport(card.version, card))  # type: ignore[arg-type]
+    service = ScoringConsumer(ConsumerConfig(bootstrap_servers="x:1", triton_url="x:2", metrics_port=None),
+                              kafka_consumer=_NoKafka(), producer=producer, scorer=scorer)
     service.card = card
-    published: list[Job] = []
-    service._publish_results = published.append  # type: ignore[method-assign]
-    tp = TopicPartition("req", 0)
-    jobs = []
-    for offset in (5, 6):
-        service.tracker.started(tp, offset)
-        job = Job(tp=tp, offset=offset, generation=0, timestamp_ms=0, polled=0.0)
-        job.scores, job.infer_ms, job.remaining_frames = [None], [0.0], 1
-        jobs.append(job)
-    service._infer_in_flight = 2
-    service._on_inferred(jobs[0], 0, 0.0, None, ServedModelChanged("skin_classifier", "2", card.version))
-    assert service._stop.is_set() and service._exit_code == ExitCode.MODEL_CHANGED
-    assert published == [] and service.metrics.errors.labels("model_changed")._value.get() == 1
-    # A second answer from the new version changes nothing more; the first is not retried.
-    service._on_inferred(jobs[1], 0, 0.0, None, ServedModelChanged("skin_classifier", "2", card.version))
-    assert service.metrics.errors.labels("model_changed")._value.get() == 1
-    assert not service._infer_backlog and service._triton_down_since is None
-    assert service.tracker.to_commit() in ({}, {tp: 5})  # nothing past the done prefix
+    return service
 
+
+def test_consumer_stops_without_publishing_when_the_model_changes(card: Any) -> None:
+    service = _service(card)
+    service.model_changed(ServedModelChanged("skin_classifier", "2", card.version))
+    assert service.stopping and service.exit_code == ExitCode.MODEL_CHANGED
+    assert service.pipeline.abandoned, "nothing more goes to Triton"
+    assert service.metrics.errors.labels("model_changed")._value.get() == 1
+    # A second answer from the new version changes nothing more.
+    service.model_changed(ServedModelChanged("skin_classifier", "2", card.version))
+    assert service.metrics.errors.labels("model_changed")._value.get() == 1
+    assert service.source.tracker.to_commit() == {}  # nothing past the done prefix
+
+
+def _watch(card: ModelCard, served: Any, mailbox: Mailbox, changed: list[Any], adopted: list[Any]) -> ModelWatch:
+    return ModelWatch(SimpleNamespace(load_card=served, model="skin_classifier"), lambda: card, mailbox,  # type: ignore[arg-type]
+                      ConsumerMetrics(), on_changed=changed.append, on_new_card=adopted.append)
 
 
 def test_a_model_rebuilt_under_the_same_version_is_caught_by_its_card(card: Any) -> None:
     from dataclasses import replace
 
-    service = ScoringConsumer(ConsumerConfig(bootstrap_servers="x:1", triton_url="x:2", metrics_port=None))
-    service.card = card
-    same = SimpleNamespace(load_card=lambda: card)
-    service._check_card(same)  # type: ignore[arg-type]
-    service._handle_events(timeout=0)
-    assert not service._stop.is_set()
+    mailbox, changed, adopted = Mailbox(), [], []
+    _watch(card, lambda: card, mailbox, changed, adopted).check_card()
+    mailbox.run()
+    assert not changed and not adopted
     rebuilt = replace(card, source={"sha256": "f" * 64})  # new weights, same version number
-    service._check_card(SimpleNamespace(load_card=lambda: rebuilt))  # type: ignore[arg-type]
-    service._handle_events(timeout=0)
-    assert service._stop.is_set() and service._exit_code == ExitCode.MODEL_CHANGED
+    _watch(card, lambda: rebuilt, mailbox, changed, adopted).check_card()
+    mailbox.run()
+    assert len(changed) == 1 and isinstance(changed[0], ServedModelChanged) and not adopted
+
+
+def test_a_card_with_a_new_reference_distribution_is_adopted_without_a_restart(card: Any) -> None:
+    from dataclasses import replace
+
+    mailbox, changed, adopted = Mailbox(), [], []
+    updated = replace(card, reference_distribution={"counts": [1] * 10})
+    _watch(card, lambda: updated, mailbox, changed, adopted).check_card()
+    mailbox.run()
+    assert not changed and adopted == [updated]
 
 
 def test_an_unreadable_card_is_not_a_change(card: Any) -> None:
@@ -113,8 +132,7 @@ def test_an_unreadable_card_is_not_a_change(card: Any) -> None:
     def fail() -> Any:
         raise TritonUnavailable("down")
 
-    service = ScoringConsumer(ConsumerConfig(bootstrap_servers="x:1", triton_url="x:2", metrics_port=None))
-    service.card = card
-    service._check_card(SimpleNamespace(load_card=fail))  # type: ignore[arg-type]
-    service._handle_events(timeout=0)
-    assert not service._stop.is_set()
+    mailbox, changed, adopted = Mailbox(), [], []
+    _watch(card, fail, mailbox, changed, adopted).check_card()
+    mailbox.run()
+    assert not changed and not adopted

@@ -1,11 +1,11 @@
-"""Rebalance handling: dropped in-flight work must be fetched again, not skipped."""
+"""Rebalance handling in the Kafka source: dropped in-flight work must be fetched again, not skipped."""
 
 from __future__ import annotations
 
 from kafka import TopicPartition
 
-from skinbatch.consumer.config import ConsumerConfig
-from skinbatch.consumer.service import ScoringConsumer
+from skinbatch.consumer.metrics import ConsumerMetrics
+from skinbatch.consumer.source import KafkaSource
 
 
 class RecordingConsumer:
@@ -22,30 +22,41 @@ class RecordingConsumer:
         self.commits.append({tp: o.offset for tp, o in offsets.items()})
 
 
-def _service() -> tuple[ScoringConsumer, RecordingConsumer]:
-    service = ScoringConsumer(ConsumerConfig(bootstrap_servers="x:1", triton_url="x:2", metrics_port=None))
+def _source() -> tuple[KafkaSource, RecordingConsumer]:
     fake = RecordingConsumer()
-    service._consumer = fake  # type: ignore[assignment]
-    return service, fake
+    return KafkaSource(fake, "req", ConsumerMetrics()), fake
 
 
 def test_partition_assigned_back_rewinds_to_the_done_prefix() -> None:
-    service, fake = _service()
+    source, fake = _source()
     tp, other = TopicPartition("req", 0), TopicPartition("req", 1)
     for off in range(10, 15):
-        service.tracker.started(tp, off)
-    service.tracker.finished(tp, 10)
-    service.tracker.finished(tp, 11)
-    service.tracker.finished(tp, 13)  # out of order: 12 is still in flight
-    service.tracker.started(other, 3)
-    service._on_revoked([tp, other])
+        source.tracker.started(tp, off)
+    source.tracker.finished(tp, 10)
+    source.tracker.finished(tp, 11)
+    source.tracker.finished(tp, 13)  # out of order: 12 is still in flight
+    source.tracker.started(other, 3)
+    source.revoked([tp, other])
     assert fake.commits == [{tp: 12, other: 3}]
-    assert service.tracker.in_flight() == 0
-    service._on_assigned([tp])  # only partition 0 comes back to this member
+    assert source.tracker.in_flight() == 0
+    source.assigned([tp])  # only partition 0 comes back to this member
     assert fake.seeks == [(tp, 12)]
 
 
 def test_new_partition_is_not_rewound() -> None:
-    service, fake = _service()
-    service._on_assigned([TopicPartition("req", 4)])
+    source, fake = _source()
+    source.assigned([TopicPartition("req", 4)])
     assert fake.seeks == []
+
+
+def test_work_of_a_revoked_partition_no_longer_counts() -> None:
+    source, _fake = _source()
+    tp = TopicPartition("req", 0)
+    source.assigned([tp])
+    source.tracker.started(tp, 7)
+    generation = source.generation(tp)
+    assert source.current(tp, generation, 7)
+    source.revoked([tp])
+    source.assigned([tp])  # back to this member: a new generation, the old work is dropped
+    assert not source.current(tp, generation, 7)
+    assert not source.done(tp, 7)

@@ -1,0 +1,120 @@
+"""Answers to Kafka: results, dead letters and FHIR bundles, each acknowledged before a message is done.
+
+:class:`ResultSink` sends the records that answer one request and calls ``done`` once the broker has
+acknowledged every one of them (``acks=all``). A send that fails is retried with backoff on the loop
+thread, never dropped; the producer replaces itself after an error that would leave it failed
+(consumer/producer.py). A result too large for its topic is answered with a ``result_too_large`` dead
+letter instead; a dead letter that does not fit stops the consumer (``on_fatal``), uncommitted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from skinbatch.contract import ErrorType, KafkaProblem
+from skinbatch.scoring.pipeline import Mailbox
+from skinbatch.timers import Timers
+
+from . import messages
+from .metrics import ConsumerMetrics
+from .producer import RecordTooLarge, ResultProducer
+
+log = logging.getLogger("skinbatch.consumer")
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    key: str
+    value: dict[str, Any] | bytes
+    """A message dict (encoded as JSON here), or bytes ready to send."""
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(eq=False)
+class _Answer:
+    """The records answering one request, and what to do when all are acknowledged."""
+
+    unacked: int
+    done: Callable[[], None]
+    current: Callable[[], bool]
+    source: dict[str, Any]
+
+
+class ResultSink:
+    """Sends answers and reports them done once acknowledged. Runs on the loop thread."""
+
+    def __init__(self, producer: ResultProducer, mailbox: Mailbox, timers: Timers, metrics: ConsumerMetrics, *,
+                 dead_letter_topic: str, retry_s: float, on_fatal: Callable[[KafkaProblem], None]) -> None:
+        self.producer = producer
+        self.mailbox = mailbox
+        self.timers = timers
+        self.metrics = metrics
+        self.dead_letter_topic = dead_letter_topic
+        self.retry_s = retry_s
+        self.on_fatal = on_fatal
+
+    def send(self, records: list[Record], done: Callable[[], None], *, current: Callable[[], bool],
+             source: dict[str, Any]) -> None:
+        """Produce ``records``; ``done()`` once each is acknowledged. ``current()`` False drops retries
+        (the message's partition moved to another member, which answers it again)."""
+        answer = _Answer(len(records), done, current, source)
+        for record in records:
+            self._produce(answer, record)
+
+    def _produce(self, answer: _Answer, record: Record) -> None:
+        value = record.value if isinstance(record.value, bytes) else messages.encode(record.value)
+        try:
+            future = self.producer.send(record.topic, record.key.encode("utf-8"), value, list(record.headers))
+        except RecordTooLarge as exc:
+            self._too_large(answer, record, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - buffer full or broker gone: retry, never drop
+            self._failed(answer, record, exc)
+            return
+        future.add_callback(lambda _md: self.mailbox.post(self._acked, answer))
+        future.add_errback(lambda exc: self.mailbox.post(self._failed, answer, record, exc))
+
+    def _acked(self, answer: _Answer) -> None:
+        answer.unacked -= 1
+        if answer.unacked == 0:
+            answer.done()
+
+    def _failed(self, answer: _Answer, record: Record, error: BaseException) -> None:
+        self.producer.failed(error)
+        if not answer.current():
+            return
+        self.metrics.retries.labels("produce").inc()
+        log.warning("producing failed; will retry", extra={"event": "retry", "stage": "produce",
+                                                           "error": type(error).__name__, **answer.source})
+        self.timers.later(self.retry_s, lambda: self._produce(answer, record))
+
+    def _too_large(self, answer: _Answer, record: Record, exc: RecordTooLarge) -> None:
+        if record.topic == self.dead_letter_topic:
+            # Dead letters are bounded (messages.dead_letter_message); this one still is not: stop rather than
+            # loop. Its message stays uncommitted and is redelivered once the limit is raised.
+            self.on_fatal(KafkaProblem(f"a dead letter does not fit topic {record.topic!r}: {exc}; raise its "
+                                       "max.message.bytes", kind="refused"))
+            return
+        log.error("a record is over its topic's size limit; dead-lettering it instead",
+                  extra={"event": "result_too_large", "bytes": exc.size, "limit": exc.limit, **answer.source})
+        value = record.value if isinstance(record.value, dict) else {}
+        dead = messages.dead_letter_message(
+            request_id=record.key, error_type=ErrorType.RESULT_TOO_LARGE, src=answer.source,
+            error_message=f"{exc}. The image was scored; raise the topic's limit and send the request again",
+            input_info=value.get("input"))
+        self.metrics.errors.labels(ErrorType.RESULT_TOO_LARGE).inc()
+        self._produce(answer, Record(self.dead_letter_topic, dead["request_id"], dead))
+
+    def flush(self, timeout_s: float) -> None:
+        self.producer.flush(timeout_s)
+
+    def close(self, timeout_s: float) -> None:
+        self.producer.flush(timeout_s)
+        self.producer.close(timeout_s)
+
+
+__all__ = ["Record", "ResultSink"]

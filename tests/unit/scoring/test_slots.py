@@ -1,0 +1,56 @@
+"""Shared-memory slots: allocation in ring order, runs of consecutive slots, the segment itself."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from skinbatch.scoring.slots import SharedSlots, SlotRing, attach, remove_stale_segments, runs, segment_name
+
+
+def test_allocation_continues_after_the_last_slot_and_wraps() -> None:
+    ring = SlotRing(4)
+    assert [ring.allocate() for _ in range(4)] == [0, 1, 2, 3]
+    assert ring.allocate() is None and ring.free == 0
+    ring.release(1)
+    ring.release(2)
+    assert ring.allocate() == 1 and ring.allocate() == 2
+    with pytest.raises(ValueError, match="already free"):
+        ring.release(0) or ring.release(0)
+
+
+@given(st.sets(st.integers(0, 60)), st.integers(1, 8))
+def test_runs_partition_the_slots_into_consecutive_pieces(slots: set[int], limit: int) -> None:
+    pieces = list(runs(slots, limit))
+    assert sorted(s for piece in pieces for s in piece) == sorted(slots)
+    for piece in pieces:
+        assert 1 <= len(piece) <= limit
+        assert piece == list(range(piece[0], piece[0] + len(piece)))
+
+
+def test_a_worker_sees_what_it_writes_through_its_own_mapping(tmp_path: Path) -> None:
+    slots = SharedSlots(3, (4, 4, 3), directory=tmp_path)
+    try:
+        view = attach(slots.name, (4, 4, 3), directory=tmp_path)
+        view[2] = 7
+        assert (slots.array[2] == 7).all() and (slots.array[:2] == 0).all()
+        assert slots.offset(2) == 2 * 48 and slots.byte_size == 3 * 48 and slots.key == "/" + slots.name
+    finally:
+        slots.close()
+    assert not (tmp_path / slots.name).exists()
+
+
+def test_segments_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    dead = segment_name("host-a", pid=2**22 + 12345)  # beyond pid_max: no such process
+    alive = segment_name("host-a", pid=os.getpid())
+    other_host = segment_name("host-b", pid=2**22 + 12345)
+    for name in (dead, alive, other_host):
+        (tmp_path / name).write_bytes(b"x")
+    assert remove_stale_segments("host-a", directory=tmp_path) == [dead]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive, other_host])
+    assert np.prod((299, 299, 3)) == 268203
