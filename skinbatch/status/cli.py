@@ -17,7 +17,8 @@ from skinbatch.connect.kafka import KafkaConnection
 from skinbatch.connect.options import TritonTarget, kafka_options, triton_options
 from skinbatch.contract import ENSEMBLE, EXIT_CODE_EPILOG, ExitCode, KafkaProblem
 
-from .collect import StatusReport, TritonSnapshot, build_report, read_triton
+from .collect import StatusReport, TritonSnapshot, build_report, read_drift, read_triton
+from .drift import DriftSnapshot
 from .kafka_lag import DEFAULT_DEAD_LETTER_TOPIC, KafkaProbe, KafkaSnapshot
 from .render import render_text
 
@@ -28,8 +29,11 @@ class _Reader:
     """Takes readings and keeps the previous one, so each report can show figures over the interval."""
 
     def __init__(self, triton: TritonTarget, metrics_url: str, model: str, timeout_s: float,
-                 kafka: KafkaConnection | None, group_id: str | None, dead_letter_topic: str) -> None:
+                 kafka: KafkaConnection | None, group_id: str | None, dead_letter_topic: str,
+                 consumer_metrics: list[str] | None = None) -> None:
         self.triton, self.metrics_url, self.model, self.timeout_s = triton, metrics_url, model, timeout_s
+        self.consumer_metrics = consumer_metrics or []
+        self.drift_before: DriftSnapshot | None = None
         self.kafka_args = (kafka, group_id, dead_letter_topic) if kafka is not None and group_id else None
         self.kafka_code: ExitCode | None = None
         self._probe: KafkaProbe | None = None
@@ -51,7 +55,12 @@ class _Reader:
                 kafka_error = str(exc)
                 self.kafka_code = exc.exit_code
                 self.close_kafka()
-        report = build_report(now, self.triton_before, kafka_now, self.kafka_before, kafka_error)
+        drift_now = None
+        if self.consumer_metrics and now.model_card is not None:
+            drift_now = read_drift(self.consumer_metrics, now.model_card.version, self.timeout_s)
+        report = build_report(now, self.triton_before, kafka_now, self.kafka_before, kafka_error,
+                              drift_now, self.drift_before)
+        self.drift_before = drift_now
         self.triton_before = now
         self.kafka_before = kafka_now
         return report
@@ -78,6 +87,10 @@ def _emit(report: StatusReport, as_json: bool, clear: bool) -> None:
 @kafka_options(required=False, help="Kafka bootstrap servers, host:port[,host:port], for the consumer group's lag.")
 @click.option("--group-id", envvar="SKINBATCH_GROUP_ID", show_envvar=True,
               help="Consumer group to report lag and dead-letter rate for (needs --bootstrap-servers).")
+@click.option("--consumer-metrics-url", "consumer_metrics", multiple=True, envvar="SKINBATCH_CONSUMER_METRICS_URL",
+              show_envvar=True,
+              help="A consumer's metrics page (http://host:9108/metrics); repeat for every consumer. Gives the "
+                   "score drift: the PSI of P(malignant) against the model card's reference distribution.")
 @click.option("--dead-letter-topic", envvar="SKINBATCH_DEAD_LETTER_TOPIC", show_envvar=True,
               default=DEFAULT_DEAD_LETTER_TOPIC, show_default=True,
               help="Topic whose growth gives the dead-letter rate.")
@@ -92,7 +105,7 @@ def _emit(report: StatusReport, as_json: bool, clear: bool) -> None:
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
               help="Seconds to wait for each answer from Triton or Kafka.")
 def status(triton: TritonTarget, metrics_url: str | None, model: str, kafka: KafkaConnection | None,
-           group_id: str | None, dead_letter_topic: str, watch: bool, interval: float, count: int | None,
+           group_id: str | None, consumer_metrics: tuple[str, ...], dead_letter_topic: str, watch: bool, interval: float, count: int | None,
            as_json: bool, timeout_s: float) -> None:
     """Health and throughput of Triton (and of a Kafka consumer group).
 
@@ -104,8 +117,9 @@ def status(triton: TritonTarget, metrics_url: str | None, model: str, kafka: Kaf
     """
     if group_id and kafka is None:
         raise click.UsageError("--group-id needs --bootstrap-servers (the Kafka brokers the group lives on)")
+    urls = [u.strip() for item in consumer_metrics for u in item.split(",") if u.strip()]
     reader = _Reader(triton, metrics_url or triton.endpoint.metrics_url(), model, timeout_s,
-                     kafka, group_id, dead_letter_topic)
+                     kafka, group_id, dead_letter_topic, urls)
     clear = watch and not as_json and sys.stdout.isatty()
     report: StatusReport | None = None
     try:

@@ -13,6 +13,9 @@ from typing import Any
 
 from skinbatch.connect.options import TritonTarget
 from skinbatch.contract import ENSEMBLE, ExitCode
+from skinbatch.modelcard import ModelCard
+
+from .drift import DriftReport, DriftSnapshot, build_drift, snapshot
 from .health import TritonHealth, check_triton
 from .kafka_lag import GroupStatus, KafkaSnapshot, group_status
 from .prometheus import fetch_metrics, parse_metrics
@@ -27,6 +30,8 @@ class TritonSnapshot:
     """``metrics`` (Prometheus endpoint) or ``statistics`` (gRPC statistics), whichever answered."""
     metrics_error: str = ""
     card: dict[str, Any] | None = None
+    model_card: ModelCard | None = None
+    """The whole served card (its reference distribution, for the drift figures)."""
 
 
 def read_triton(target: TritonTarget, metrics_url: str, model: str = ENSEMBLE, timeout_s: float = 3.0) -> TritonSnapshot:
@@ -46,7 +51,8 @@ def read_triton(target: TritonTarget, metrics_url: str, model: str = ENSEMBLE, t
             pass
         if any(m.name == model and m.ready for m in health.models):
             try:
-                snap.card = card_from_model_config(client.model_config(model, timeout_s)).model_summary()
+                snap.model_card = card_from_model_config(client.model_config(model, timeout_s))
+                snap.card = snap.model_card.model_summary()
             except Exception:  # noqa: BLE001 - a model without a card still has figures
                 snap.card = None
     finally:
@@ -73,6 +79,7 @@ class StatusReport:
     metrics_error: str
     kafka: GroupStatus | None = None
     kafka_error: str = ""
+    drift: DriftReport | None = None
 
     @property
     def problems(self) -> list[str]:
@@ -101,12 +108,14 @@ class StatusReport:
             "metrics_error": self.metrics_error or None,
             "kafka": self.kafka.to_dict() if self.kafka else None,
             "kafka_error": self.kafka_error or None,
+            "drift": self.drift.to_dict() if self.drift else None,
         }
 
 
 def build_report(now: TritonSnapshot, before: TritonSnapshot | None = None,
                  kafka_now: KafkaSnapshot | None = None, kafka_before: KafkaSnapshot | None = None,
-                 kafka_error: str = "") -> StatusReport:
+                 kafka_error: str = "", drift_now: DriftSnapshot | None = None,
+                 drift_before: DriftSnapshot | None = None) -> StatusReport:
     interval = now.taken_at - before.taken_at if before is not None else None
     previous = before.counters if before is not None and before.counters_source == now.counters_source else {}
     order = {m.name: i for i, m in enumerate(now.health.models)}
@@ -123,4 +132,22 @@ def build_report(now: TritonSnapshot, before: TritonSnapshot | None = None,
         metrics_error=now.metrics_error,
         kafka=group_status(kafka_now, kafka_before) if kafka_now is not None else None,
         kafka_error=kafka_error,
+        drift=_drift(now, drift_now, drift_before),
     )
+
+
+def _drift(now: TritonSnapshot, drift_now: DriftSnapshot | None, before: DriftSnapshot | None) -> DriftReport | None:
+    if drift_now is None or now.model_card is None:
+        return None
+    return build_drift(drift_now, before, now.model_card.reference(), now.model_card.version)
+
+
+def read_drift(urls: list[str], version: str, timeout_s: float = 3.0) -> DriftSnapshot:
+    """Every consumer's metrics page (``--consumer-metrics-url``), summed."""
+    pages, errors = [], []
+    for url in urls:
+        try:
+            pages.append(parse_metrics(fetch_metrics(url, timeout_s)))
+        except Exception as exc:  # noqa: BLE001 - one consumer that does not answer is reported, not fatal
+            errors.append(f"{url}: {exc}")
+    return snapshot(pages, version, errors)

@@ -66,6 +66,17 @@ def render_text(report: StatusReport) -> str:
             out.append(f"Dead letters ({k.dead_letter_topic}): {k.dead_letters_retained} retained, rate {rate}{frac}{consumed}")
         else:
             out.append(f"Dead-letter topic {k.dead_letter_topic!r} does not exist (no dead letters yet, or pass --dead-letter-topic)")
+    d = report.drift
+    if d is not None:
+        out.append("")
+        if d.psi is None:
+            out.append(f"Score drift (model version {d.model_version}): unknown; {d.note}")
+        else:
+            out.append(f"Score drift (model version {d.model_version}): PSI {d.psi:.3f} ({d.level}) over {d.scores} "
+                       f"scores ({d.window}); chance alone gives about {d.noise_floor:.3f}; "
+                       "over 0.25 is a significant shift")
+        if d.consumer_psi:
+            out.append("  each consumer's last scores: " + ", ".join(f"{v:.3f}" for v in d.consumer_psi))
     problems = report.problems
     out.append("")
     if problems:
