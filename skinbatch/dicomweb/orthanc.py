@@ -6,7 +6,8 @@
 For the demo and the system tests: a real archive that speaks QIDO-RS, WADO-RS and STOW-RS (DICOM
 PS3.18). The JSON configuration is written into a temporary folder that also holds the storage and the
 index; ports are picked once and kept, so ``stop()`` then ``start()`` serves the same archive on the
-same URLs (a test can stop the archive for a while and bring it back with its data).
+same URLs (a test can stop the archive for a while and bring it back with its data). The process
+handling (ports, log, waiting, stop and kill, ``with``) is :class:`skinbatch._child.ChildServer`'s.
 
 Install with ``apt-get install orthanc orthanc-dicomweb``. The packages' post-install tries to restart a
 system service and may be refused; that is harmless, this class never uses the system service.
@@ -16,33 +17,32 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import os
+import re
 import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
+from typing import ClassVar
 
-LOGGER = logging.getLogger(__name__)
+from skinbatch._child import ChildServer, Launch, http_status
+from skinbatch.contract import ExitCode, SkinbatchError
 
 PLUGIN_DIRS = (Path("/usr/share/orthanc/plugins"), Path("/usr/lib/orthanc/plugins"))
 DICOMWEB_PLUGIN = "libOrthancDicomWeb.so"
 DICOMWEB_ROOT = "/dicom-web/"
 
 
-class OrthancNotInstalledError(RuntimeError):
+class OrthancNotInstalledError(SkinbatchError, RuntimeError):
     """The Orthanc binary or its DICOMweb plugin is missing."""
 
+    exit_code = ExitCode.ENVIRONMENT
 
-class OrthancStartError(RuntimeError):
+
+class OrthancStartError(SkinbatchError, RuntimeError):
     """Orthanc did not come up; the message carries the end of its log."""
+
+    exit_code = ExitCode.START_FAILED
 
 
 def find_orthanc() -> tuple[str, Path]:
@@ -72,89 +72,42 @@ class OrthancConfig:
     """Orthanc's ``OverwriteInstances``: False keeps the first copy of a SOP Instance UID stored twice."""
 
 
-class LocalOrthanc:
+class LocalOrthanc(ChildServer):
     """One Orthanc process with the DICOMweb plugin, on loopback."""
+
+    name = "Orthanc"
+    # Orthanc logs like glog: "E0712 10:01:02.345678 MAIN ..." for an error.
+    error_line: ClassVar[re.Pattern[str] | None] = re.compile(r"^E\d{4} ")
+    work_dir_prefix = "skinbatch-orthanc-"
 
     def __init__(self, config: OrthancConfig | None = None) -> None:
         self.config = config or OrthancConfig()
+        super().__init__(work_dir=self.config.work_dir, startup_timeout_s=self.config.startup_timeout_s,
+                         stop_timeout_s=20.0)
         self._binary, self._plugin = find_orthanc()
-        self._owns_dir = self.config.work_dir is None
-        self._dir = Path(self.config.work_dir or tempfile.mkdtemp(prefix="skinbatch-orthanc-"))
-        self._http_port = self.config.http_port or _free_port()
-        self._dicom_port = self.config.dicom_port or _free_port()
-        self._proc: subprocess.Popen[bytes] | None = None
+        # Picked now, not at start(): the URLs are known before the archive runs.
+        ports = self._ports_once({"http": self.config.http_port, "dicom": self.config.dicom_port})
+        self._http_port, self._dicom_port = ports["http"], ports["dicom"]
+        self._ensure_work_dir()
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> None:
-        if self.is_running:
-            return
-        self._dir.mkdir(parents=True, exist_ok=True)
-        config_path = self._dir / "orthanc.json"
+    def _prepare(self) -> Launch:
+        work_dir = self._ensure_work_dir()
+        config_path = work_dir / "orthanc.json"
         config_path.write_text(json.dumps(self._json_config(), indent=2))
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed when the process ends
-        try:
-            self._proc = subprocess.Popen([self._binary, str(config_path)], stdout=log, stderr=subprocess.STDOUT,
-                                          cwd=self._dir, start_new_session=True)
-        finally:
-            log.close()
+        return Launch([self._binary, str(config_path)], cwd=work_dir)
 
-    def wait_ready(self, timeout: float | None = None) -> float:
-        """Seconds until the DICOMweb root answers; raises ``OrthancStartError`` with the log otherwise."""
-        started = time.monotonic()
-        deadline = started + (timeout or self.config.startup_timeout_s)
-        while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.poll() is not None:
-                raise OrthancStartError(f"Orthanc exited with {self._proc.returncode}:\n{self.logs()[-3000:]}")
-            if self._status("/system") == 200 and self._status(DICOMWEB_ROOT + "studies?limit=1") == 200:
-                return time.monotonic() - started
-            time.sleep(0.1)
-        raise OrthancStartError(f"Orthanc did not answer within {timeout or self.config.startup_timeout_s:.0f} s "
-                                f"on port {self._http_port}:\n{self.logs()[-3000:]}")
+    def _is_ready(self) -> bool:
+        return self._status("/system") == 200 and self._status(DICOMWEB_ROOT + "studies?limit=1") == 200
 
-    def stop(self, timeout: float = 20) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout``; the storage stays for the next ``start()``."""
-        if self._proc is None:
-            return None
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(10)
-        code = self._proc.returncode
-        self._proc = None
-        return code
+    def _exit_error(self, returncode: int) -> Exception:
+        return OrthancStartError(f"Orthanc exited with {returncode}:\n{self.log_tail()}")
 
-    def kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(10)
-        self._proc = None
-
-    def cleanup(self) -> None:
-        self.stop()
-        if self._owns_dir:
-            shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> LocalOrthanc:
-        self.start()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.cleanup()
+    def _timeout_error(self, timeout_s: float) -> Exception:
+        return OrthancStartError(f"Orthanc did not answer within {timeout_s:.0f} s on port {self._http_port}:\n"
+                                 f"{self.log_tail()}")
 
     # -- facts -------------------------------------------------------------------------------
-    @property
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._http_port}"
@@ -170,25 +123,19 @@ class LocalOrthanc:
 
     @property
     def work_dir(self) -> Path:
-        return self._dir
+        return self._ensure_work_dir()
 
     @property
     def log_path(self) -> Path:
-        return self._dir / "orthanc.log"
-
-    def logs(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        return self.work_dir / "orthanc.log"
 
     # -- internals ---------------------------------------------------------------------------
     def _json_config(self) -> dict[str, object]:
         cfg = self.config
         return {
             "Name": "skinbatch-local",
-            "StorageDirectory": str(self._dir / "storage"),
-            "IndexDirectory": str(self._dir / "storage"),
+            "StorageDirectory": str(self.work_dir / "storage"),
+            "IndexDirectory": str(self.work_dir / "storage"),
             "HttpPort": self._http_port,
             "DicomPort": self._dicom_port,
             "DicomAet": "SKINBATCH",
@@ -207,16 +154,4 @@ class LocalOrthanc:
             user, password = next(iter(self.config.users.items()))
             token = base64.b64encode(f"{user}:{password}".encode()).decode()
             request.add_header("Authorization", f"Basic {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 - loopback only
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except (OSError, ValueError):
-            return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        return http_status(request)

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skinbatch._child import tail
+from skinbatch.contract import ExitCode, SkinbatchError
 from skinbatch.localstack.kafka import (
     _MARKER,
     _MVN_NS,
@@ -40,7 +42,6 @@ from skinbatch.localstack.kafka import (
     _java_major,
     _pom_digest,
     _resource_text,
-    _tail,
     default_cache_dir,
 )
 
@@ -62,11 +63,13 @@ _PROGRAM_RESOURCE = "FhirValidate.java"
 _MIN_JAVA = 17
 
 
-class FhirValidatorSetupError(RuntimeError):
+class FhirValidatorSetupError(SkinbatchError, RuntimeError):
     """Java or Maven is missing or too old, or the validator's jars could not be fetched."""
 
+    exit_code = ExitCode.ENVIRONMENT
 
-class FhirValidatorError(RuntimeError):
+
+class FhirValidatorError(SkinbatchError, RuntimeError):
     """The validator ran but did not report on every resource; the message carries its output."""
 
 
@@ -164,7 +167,7 @@ def ensure_fhir_validator(cache_dir: Path | None = None, *, timeout_s: float = 1
                 f"Maven did not finish fetching the FHIR validator within {timeout_s:.0f} s. Check that the "
                 "Maven repository is reachable (`mvn help:effective-settings` shows mirrors and proxies).") from exc
         if result.returncode != 0 or not any(partial.glob("hapi-fhir-validation-*.jar")):
-            output = _tail((result.stdout or "") + (result.stderr or ""), 40)
+            output = tail((result.stdout or "") + (result.stderr or ""), 40)
             raise FhirValidatorSetupError(
                 f"Maven could not fetch the FHIR validator (exit {result.returncode}). Command:\n"
                 f"  {' '.join(command)}\nLast lines of its output:\n{output}\n"
@@ -228,10 +231,10 @@ def validate_fhir(
         if result.returncode != 0:
             raise FhirValidatorError(
                 f"the FHIR validator exited {result.returncode}. Last lines of its output:\n"
-                f"{_tail(result.stdout + result.stderr, 40)}")
+                f"{tail(result.stdout + result.stderr, 40)}")
         try:
             report = parse_report(result.stdout, files)
         except FhirValidatorError as exc:
-            raise FhirValidatorError(f"{exc}. Last lines of its output:\n{_tail(result.stderr, 20)}") from None
+            raise FhirValidatorError(f"{exc}. Last lines of its output:\n{tail(result.stderr, 20)}") from None
     return [FhirValidation(str(r.get("resourceType", "")), str(r.get("id", "")), report[f])
             for r, f in zip(resources, files)]

@@ -34,19 +34,16 @@ import logging
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
-from skinbatch._process import die_with_parent
+from skinbatch._child import ChildServer, Launch, ServerNotStartedError, free_port, port_open, tail
+from skinbatch.contract import ExitCode, SkinbatchError
 
 try:  # POSIX only; on other systems concurrent first downloads are simply not serialised.
     import fcntl
@@ -80,12 +77,16 @@ _MARKER = ".skinbatch-complete"
 _MVN_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 
 
-class KafkaSetupError(RuntimeError):
+class KafkaSetupError(SkinbatchError, RuntimeError):
     """Java or Maven is missing or too old, or the jars could not be fetched."""
 
+    exit_code = ExitCode.ENVIRONMENT
 
-class KafkaStartError(RuntimeError):
+
+class KafkaStartError(SkinbatchError, RuntimeError):
     """The broker process did not come up; the message carries the tail of its log."""
+
+    exit_code = ExitCode.START_FAILED
 
 
 # --------------------------------------------------------------------------------------------------
@@ -362,7 +363,7 @@ def ensure_kafka_jars(cache_dir: Path | None = None, *, timeout_s: float = 1800.
                 "Maven repository is reachable (`mvn help:effective-settings` shows mirrors and proxies)."
             ) from exc
         if result.returncode != 0 or not any(partial.glob("kafka_*.jar")):
-            output = _tail((result.stdout or "") + (result.stderr or ""), 40)
+            output = tail((result.stdout or "") + (result.stderr or ""), 40)
             raise KafkaSetupError(
                 f"Maven could not fetch the Kafka jars (exit {result.returncode}). Command:\n"
                 f"  {' '.join(command)}\nLast lines of its output:\n{output}\n"
@@ -387,18 +388,7 @@ def _is_complete(libs: Path, digest: str) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now (another process may still take it later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _tail(text: str, lines: int) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
-class KafkaBroker:
+class KafkaBroker(ChildServer):
     """One Apache Kafka broker+controller (KRaft) in a child JVM, on loopback ports.
 
     Use it as a context manager::
@@ -412,8 +402,14 @@ class KafkaBroker:
     the ``with`` block) stops it and deletes a work dir it created itself.
 
     The broker's log goes to ``<work_dir>/logs/server.log`` and the JVM's own output to
-    ``<work_dir>/kafka.out``; nothing reaches the terminal.
+    ``<work_dir>/kafka.out``; nothing reaches the terminal. The process handling (ports, stop, kill,
+    ``with``) is :class:`skinbatch._child.ChildServer`'s.
     """
+
+    name = "Kafka broker"
+    error_line: ClassVar[re.Pattern[str] | None] = re.compile(r" ERROR ")
+    poll_interval_s = 0.2
+    work_dir_prefix = "skinbatch-kafka-"
 
     def __init__(
         self,
@@ -454,20 +450,18 @@ class KafkaBroker:
                 ``["--add-scram", "SCRAM-SHA-512=[name=alice,password=secret]"]`` (KRaft keeps SCRAM
                 users in its metadata log).
         """
-        self._requested_ports = (port, controller_port)
+        super().__init__(work_dir=work_dir, startup_timeout_s=startup_timeout_s, stop_timeout_s=30.0)
+        self._requested_ports = {"port": port or 0, "controller_port": controller_port or 0}
         self._message_max_bytes = message_max_bytes
         self._num_partitions = num_partitions
         self._auto_create_topics = auto_create_topics
         self._extra = dict(extra_properties or {})
-        self._given_work_dir = work_dir
         self._cache_dir = cache_dir
         self._heap = (heap_min, heap_max)
         self._log_level = log_level
-        self._startup_timeout_s = startup_timeout_s
         self._format_args = list(format_args)
-        self._work_dir: Path | None = None
         self._config: BrokerConfig | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._last_probe_error = "no answer yet"
 
     # ---- facts ------------------------------------------------------------------------------------
 
@@ -480,15 +474,20 @@ class KafkaBroker:
     def config(self) -> BrokerConfig:
         """The configuration the broker runs with (available once :meth:`start` was called)."""
         if self._config is None:
-            raise RuntimeError("The broker has not been started yet: call start() or use `with`.")
+            raise self._not_started_error()
         return self._config
 
     @property
     def work_dir(self) -> Path:
         """The folder with server.properties, the data (``data/``) and the logs (``logs/``)."""
         if self._work_dir is None:
-            raise RuntimeError("The broker has not been started yet: call start() or use `with`.")
+            raise self._not_started_error()
         return self._work_dir
+
+    @property
+    def log_path(self) -> Path:
+        """The JVM's own output (``kafka.out``): start-up failures and crashes."""
+        return self.work_dir / "kafka.out"
 
     @property
     def log_file(self) -> Path:
@@ -498,12 +497,7 @@ class KafkaBroker:
     @property
     def pid(self) -> int | None:
         """The JVM's process id while it runs."""
-        process = self._process
-        return process.pid if process is not None and process.poll() is None else None
-
-    def is_running(self) -> bool:
-        """Whether the JVM process is alive (not whether it answers requests)."""
-        return self._process is not None and self._process.poll() is None
+        return super().pid if self.is_running() else None
 
     def log_tail(self, lines: int = 40) -> str:
         """The first error and the last lines of the JVM output and of the broker log, for messages.
@@ -511,21 +505,13 @@ class KafkaBroker:
         The first ERROR line matters most: after a failed start Kafka logs its whole shutdown, which
         pushes the cause (say, "Address already in use") out of the tail.
         """
-        parts = []
-        for path in (self.work_dir / "kafka.out", self.log_file):
-            try:
-                text = path.read_text(encoding="utf-8", errors="replace")
-            except OSError:
-                continue
-            if not text.strip():
-                continue
-            all_lines = text.splitlines()
-            first_error = next((i for i, line in enumerate(all_lines) if " ERROR " in line), None)
-            if first_error is not None and first_error < len(all_lines) - lines:
-                excerpt = "\n".join(all_lines[first_error : first_error + 8])
-                parts.append(f"--- {path}, first error ---\n{excerpt}")
-            parts.append(f"--- {path}, last lines ---\n{_tail(text, lines)}")
-        return "\n".join(parts) or "(the broker wrote no log)"
+        return super().log_tail(lines)
+
+    def _log_files(self) -> list[Path]:
+        return [self.log_path, self.log_file]
+
+    def _not_started_error(self) -> Exception:
+        return ServerNotStartedError("The broker has not been started yet: call start() or use `with`.")
 
     # ---- life cycle -------------------------------------------------------------------------------
 
@@ -539,41 +525,43 @@ class KafkaBroker:
             KafkaSetupError: Java or Maven missing or too old, or the jars could not be fetched.
             KafkaStartError: the JVM exited or did not answer within ``startup_timeout_s``.
         """
-        if self.is_running():
-            return self
+        super().start()
+        self.wait_ready()
+        return self
+
+    def close(self) -> None:
+        """Stop the broker and delete its work dir if this object created it."""
+        owned = self._given_work_dir is None
+        super().close()
+        if owned:  # its storage is gone: a later start() is a new broker, on new ports
+            self._config = None
+            self._forget_ports()
+
+    def _prepare(self) -> Launch:
         java = check_java()
         libs = ensure_kafka_jars(self._cache_dir)
-        if self._work_dir is None:
-            if self._given_work_dir is not None:
-                self._work_dir = self._given_work_dir.expanduser().resolve()
-                self._work_dir.mkdir(parents=True, exist_ok=True)
-            else:
-                self._work_dir = Path(tempfile.mkdtemp(prefix="skinbatch-kafka-"))
+        work_dir = self._ensure_work_dir()
         if self._config is None:
-            port, controller_port = self._requested_ports
-            port = port or free_port()
-            while controller_port is None or controller_port == port:
-                controller_port = free_port()
+            ports = self._ports_once(self._requested_ports)
             self._config = BrokerConfig(
-                port=port,
-                controller_port=controller_port,
-                log_dir=self.work_dir / "data",
+                port=ports["port"],
+                controller_port=ports["controller_port"],
+                log_dir=work_dir / "data",
                 message_max_bytes=self._message_max_bytes,
                 num_partitions=self._num_partitions,
                 auto_create_topics=self._auto_create_topics,
                 extra=self._extra,
             )
-        properties = self.work_dir / "server.properties"
+        properties = work_dir / "server.properties"
         properties.write_text(render_server_properties(self.config), encoding="utf-8")
-        log4j = self.work_dir / "log4j2.xml"
+        log4j = work_dir / "log4j2.xml"
         log4j.write_text(_resource_text(_LOG4J_RESOURCE), encoding="utf-8")
-        (self.work_dir / "logs").mkdir(exist_ok=True)
+        (work_dir / "logs").mkdir(exist_ok=True)
         base = self._java_command(java, libs, log4j)
         if not (self.config.log_dir / "meta.properties").exists():
             self._format_storage(base, properties)
-        self._launch([*base, "kafka.Kafka", str(properties)])
-        self._wait_until_ready()
-        return self
+        self._last_probe_error = "no answer yet"
+        return Launch([*base, "kafka.Kafka", str(properties)], cwd=work_dir)
 
     def _java_command(self, java: str, libs: Path, log4j: Path) -> list[str]:
         heap_min, heap_max = self._heap
@@ -601,110 +589,51 @@ class KafkaBroker:
             *base, "kafka.tools.StorageTool", "format", "-t", generate_cluster_id(), "-c", str(properties),
             *self._format_args,
         ]  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)  # noqa: S603
         if result.returncode != 0:
             raise KafkaStartError(
                 f"Formatting the Kafka storage in {self.config.log_dir} failed (exit {result.returncode}):\n"
-                f"{_tail(result.stdout + result.stderr, 40)}"
+                f"{tail(result.stdout + result.stderr, 40)}"
             )
 
-    def _launch(self, command: list[str]) -> None:
-        # The child gets its own copy of the descriptor; ours closes when the block ends.
-        with open(self.work_dir / "kafka.out", "ab") as out:
-            self._process = subprocess.Popen(
-                command,
-                cwd=self.work_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                # Own session: Ctrl-C in the terminal reaches our handler, which stops the broker
-                # cleanly, instead of hitting the JVM and the Python side at once.
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
-
-    def _wait_until_ready(self) -> None:
+    def _is_ready(self) -> bool:
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 
-        deadline = time.monotonic() + self._startup_timeout_s
-        last_error = "no answer yet"
-        while time.monotonic() < deadline:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                raise KafkaStartError(
-                    f"The Kafka broker exited with code {self._process.returncode} while starting "
-                    f"(ports {self.config.port}/{self.config.controller_port}; a port taken by another "
-                    f"process shows as 'Address already in use'). Its files are kept in {self.work_dir}."
-                    f"\n{self.log_tail()}"
-                )
-            if not _port_open(self.config.host, self.config.port):
-                time.sleep(0.2)
-                continue
+        if not port_open(self.config.host, self.config.port):
+            return False
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.bootstrap_servers,
+                client_id="skinbatch-localstack-probe",
+                request_timeout_ms=5000,
+                bootstrap_timeout_ms=5000,
+            )
             try:
-                admin = KafkaAdminClient(
-                    bootstrap_servers=self.bootstrap_servers,
-                    client_id="skinbatch-localstack-probe",
-                    request_timeout_ms=5000,
-                    bootstrap_timeout_ms=5000,
-                )
-                try:
-                    admin.list_topics()
-                    return
-                finally:
-                    admin.close()
-            except (KafkaError, OSError) as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-                time.sleep(0.3)
-        pid = self._process.pid if self._process else None
-        self.kill()
-        raise KafkaStartError(
-            f"The Kafka broker (pid {pid}) did not answer on {self.bootstrap_servers} within "
-            f"{self._startup_timeout_s:.0f} s (last error: {last_error}). It was killed; its files are "
-            f"kept in {self.work_dir}. On a slow or busy machine raise startup_timeout_s.\n{self.log_tail()}"
+                admin.list_topics()
+            finally:
+                admin.close()
+        except (KafkaError, OSError) as exc:
+            self._last_probe_error = f"{type(exc).__name__}: {exc}"
+            return False
+        return True
+
+    def _exit_error(self, returncode: int) -> Exception:
+        return KafkaStartError(
+            f"The Kafka broker exited with code {returncode} while starting "
+            f"(ports {self.config.port}/{self.config.controller_port}; a port taken by another "
+            f"process shows as 'Address already in use'). Its files are kept in {self.work_dir}."
+            f"\n{self.log_tail()}"
         )
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Shut the broker down cleanly (SIGTERM), and SIGKILL it if it is not gone after ``timeout_s``.
-
-        The storage is kept: :meth:`start` brings the same broker back.
-        """
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            log.warning("Kafka broker pid %s ignored SIGTERM for %.0f s; killing it", process.pid, timeout_s)
-            self.kill()
-
-    def kill(self) -> None:
-        """SIGKILL the broker at once, as a crash would; the storage is kept."""
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        process.kill()
-        process.wait(timeout=30)
-
-    def close(self) -> None:
-        """Stop the broker and delete its work dir if this object created it."""
-        self.stop()
-        if self._given_work_dir is None and self._work_dir is not None:
-            shutil.rmtree(self._work_dir, ignore_errors=True)
-            self._work_dir = None
-            self._config = None
-
-    def __enter__(self) -> KafkaBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _timeout_error(self, timeout_s: float) -> Exception:
+        pid = self.pid
+        self.kill()  # a broker that does not answer is of no use to anyone; do not leave it running
+        return KafkaStartError(
+            f"The Kafka broker (pid {pid}) did not answer on {self.bootstrap_servers} within "
+            f"{timeout_s:.0f} s (last error: {self._last_probe_error}). It was killed; its files are "
+            f"kept in {self.work_dir}. On a slow or busy machine raise startup_timeout_s.\n{self.log_tail()}"
+        )
 
     def __del__(self) -> None:
         # Last resort for a forgotten broker; close() is the real way.
@@ -770,9 +699,3 @@ class KafkaBroker:
                 admin.wait_for_topics(list(request), timeout_ms=int(timeout_s * 1000))
         finally:
             admin.close()
-
-
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0

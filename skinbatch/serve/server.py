@@ -4,10 +4,11 @@
     with LocalTriton(config) as server:          # start() + wait_ready(); stop() + cleanup() on exit
         client = tritonclient.grpc.InferenceServerClient(server.grpc_endpoint)
 
-The server runs in its own process group (so a terminal's Ctrl-C reaches us, and we decide how it
-stops) and gets SIGTERM from the kernel if the thread that started it dies (so a killed test run
-leaves no server behind). Its stdout and stderr, which carry Triton's log and whatever the python
-models print, go to one log file; start-up failures are read back from it.
+Ports, the log file, waiting, stopping and killing come from :class:`skinbatch._child.ChildServer`,
+shared with the local Kafka broker and Orthanc. Triton's stdout and stderr, which carry its log and
+whatever the python models print, go to one log file; :mod:`.diagnose` turns a failed start into a
+typed error from it. ``stop()`` and ``kill()`` also end the python-backend stubs (the server's process
+group).
 """
 
 from __future__ import annotations
@@ -16,20 +17,14 @@ import errno
 import json
 import logging
 import os
+import re
 import secrets
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import IO
+from typing import ClassVar
 
-from skinbatch._process import die_with_parent
+from skinbatch._child import ChildServer, Launch, bind, http_status
 
 from . import diagnose
 from .config import TritonServerConfig
@@ -47,10 +42,9 @@ LOGGER = logging.getLogger(__name__)
 
 _SERVICES = ("http", "grpc", "metrics")
 _SERVICE_LABELS = {"http": "HTTP", "grpc": "gRPC", "metrics": "metrics"}
-_POLL_INTERVAL_S = 0.1
 
 
-class LocalTriton:
+class LocalTriton(ChildServer):
     """One local ``tritonserver`` process on a model repository.
 
     ``start()`` checks the environment, the repository and the ports, then launches the server;
@@ -58,23 +52,26 @@ class LocalTriton:
     Ports given as 0 are picked once and kept, so ``restart()`` serves on the same URLs.
     """
 
+    name = "tritonserver"
+    error_line: ClassVar[re.Pattern[str] | None] = re.compile(r"^E\d{4} ")
+    work_dir_prefix = "skinbatch-triton-"
+
     def __init__(self, config: TritonServerConfig) -> None:
+        super().__init__(
+            work_dir=config.work_dir,
+            startup_timeout_s=config.startup_timeout_s,
+            stop_timeout_s=config.stop_timeout_s,
+            address=config.address,
+        )
         self.config = config
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_handle: IO[bytes] | None = None
-        self._log_offset = 0
-        self._started_at = 0.0
-        self._ports: dict[str, int] | None = None
         self._dist: TritonDistribution | None = None
         self._env: dict[str, str] | None = None
-        self._owned_work_dir: Path | None = None
-        self._work_dir: Path | None = config.work_dir
         # Unique per server: two servers on one host must not share python-backend shared memory.
         self._shm_prefix = f"skinbatch_{os.getpid()}_{secrets.token_hex(4)}_"
 
     # --- life cycle ---------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self) -> LocalTriton:
         """Check everything that can be checked beforehand, then launch ``tritonserver``.
 
         Raises:
@@ -86,35 +83,20 @@ class LocalTriton:
         """
         if self.is_running():
             raise ServerStartError(f"tritonserver is already running (pid {self.pid}); stop() it first.")
+        return super().start()
+
+    def _prepare(self) -> Launch:
         check_repository(self.config.repository)
         if self._dist is None or self._env is None:
             self._dist, self._env = check_environment()
-        ports = self._resolve_ports()
+        ports = self._ports_once({s: getattr(self.config, f"{s}_port") for s in _SERVICES})
         for service in _SERVICES:
             _check_port_free(self.config.address, ports[service], _SERVICE_LABELS[service])
-
         work_dir = self._ensure_work_dir()
         backends = prepare_backends(self._dist, work_dir)
-        log_path = self.log_path
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log_handle = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self._log_offset = self._log_handle.tell()
-        command = [str(self._dist.binary), *self._arguments(backends, ports)]
-        LOGGER.info("Starting %s", " ".join(command))
-        self._started_at = time.monotonic()
-        self._process = subprocess.Popen(  # noqa: S603 - our own binary and arguments
-            command,
-            env=self._env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_handle,
-            stderr=subprocess.STDOUT,
-            # The stub puts its working folder on sys.path; ours keeps a stray `numpy/` or
-            # `model.py` in the caller's folder from shadowing the models' imports.
-            cwd=work_dir,
-            start_new_session=True,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - needed; see the module docstring
-            close_fds=True,
-        )
+        # The stub puts its working folder on sys.path; ours keeps a stray `numpy/` or `model.py` in the
+        # caller's folder from shadowing the models' imports.
+        return Launch([str(self._dist.binary), *self._arguments(backends, ports)], cwd=work_dir, env=self._env)
 
     def wait_ready(self, timeout: float | None = None) -> float:
         """Wait until ``/v2/health/ready`` answers 200; return the seconds since ``start()``.
@@ -127,107 +109,29 @@ class LocalTriton:
             ModelLoadError: the server runs but a model is unavailable (``exit_on_error=False``).
             StartupTimeoutError: not ready within ``timeout`` (default: the config's).
         """
-        process = self._require_process()
-        timeout = self.config.startup_timeout_s if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise diagnose.diagnose_exit(self.logs(), process.returncode)
-            status = self._http_status("/v2/health/ready")
-            # Triton starts the metrics service last, and it can still fail (port taken) after
-            # HTTP already answers "ready"; only both together mean the server is up to stay.
-            if status == 200 and _http_get_status(self.metrics_url) == 200:
-                elapsed = time.monotonic() - self._started_at
-                LOGGER.info("Triton ready in %.1f s at %s", elapsed, self.http_url)
-                return elapsed
-            if status is not None:
-                # HTTP starts only after the models' load finished, so "up but not ready" means a
-                # model failed and the server was told to carry on without it.
-                failures = self._unavailable_models()
-                if failures:
-                    raise ModelLoadError(failures, log_tail=diagnose.log_tail(self.logs()))
-            if time.monotonic() >= deadline:
-                raise self._timeout_error(timeout)
-            time.sleep(_POLL_INTERVAL_S)
+        return super().wait_ready(timeout)
 
-    def stop(self) -> int | None:
-        """SIGTERM, wait ``stop_timeout_s`` for in-flight requests and models to unload, then kill.
+    def _is_ready(self) -> bool:
+        status = http_status(f"{self.http_url}/v2/health/ready")
+        # Triton starts the metrics service last, and it can still fail (port taken) after HTTP already
+        # answers "ready"; only both together mean the server is up to stay.
+        if status == 200 and http_status(self.metrics_url) == 200:
+            return True
+        if status is not None:
+            # HTTP starts only after the models' load finished, so "up but not ready" means a model
+            # failed and the server was told to carry on without it.
+            failures = self._unavailable_models()
+            if failures:
+                raise ModelLoadError(failures, log_tail=diagnose.log_tail(self.logs()))
+        return False
 
-        Returns the exit code (None when never started). Safe to call more than once.
-        """
-        process = self._process
-        if process is None:
-            return None
-        if process.poll() is None:
-            LOGGER.info("Stopping tritonserver (pid %d)", process.pid)
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=self.config.stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                LOGGER.warning("tritonserver did not stop within %.0f s; killing it", self.config.stop_timeout_s)
-                self.kill()
-        self._reap_group(process.pid)
-        self._close_log()
-        return process.returncode
+    def _exit_error(self, returncode: int) -> Exception:
+        return diagnose.diagnose_exit(self.logs(), returncode)
 
-    def kill(self) -> None:
-        """SIGKILL the server and its python-backend stubs at once (no draining)."""
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait()
-        self._reap_group(process.pid)
-        self._close_log()
+    def _not_started_error(self) -> Exception:
+        return ServerNotRunningError("tritonserver was not started; call start() first.")
 
-    def restart(self, timeout: float | None = None) -> float:
-        """Stop, start on the same ports and wait until ready; return the start-up seconds."""
-        self.stop()
-        self.start()
-        return self.wait_ready(timeout)
-
-    def cleanup(self) -> None:
-        """Remove the temporary work folder, if this object made one. Stops the server first."""
-        self.stop()
-        if self._owned_work_dir is not None:
-            shutil.rmtree(self._owned_work_dir, ignore_errors=True)
-            self._owned_work_dir = None
-            self._work_dir = None
-
-    def __enter__(self) -> LocalTriton:
-        self.start()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-        self.cleanup()
-
-    # --- state and addresses ------------------------------------------------------------------
-
-    def is_running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
-    @property
-    def returncode(self) -> int | None:
-        return None if self._process is None else self._process.poll()
+    # --- addresses and logs -------------------------------------------------------------------
 
     @property
     def ports(self) -> dict[str, int]:
@@ -269,23 +173,11 @@ class LocalTriton:
         return f"http://{self.host}:{self._port('metrics')}/metrics"
 
     @property
-    def work_dir(self) -> Path | None:
-        return self._work_dir
-
-    @property
     def log_path(self) -> Path:
+        """The config's ``log_file``, else ``<work_dir>/tritonserver.log``."""
         if self.config.log_file is not None:
             return self.config.log_file
         return self._ensure_work_dir() / "tritonserver.log"
-
-    def logs(self) -> str:
-        """The log of the current (or last) run."""
-        try:
-            with open(self.log_path, "rb") as handle:
-                handle.seek(self._log_offset)
-                return handle.read().decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -317,39 +209,17 @@ class LocalTriton:
         args.extend(cfg.extra_args)
         return args
 
-    def _resolve_ports(self) -> dict[str, int]:
-        if self._ports is None:
-            wanted = {s: getattr(self.config, f"{s}_port") for s in _SERVICES}
-            free = iter(_free_ports(self.config.address, sum(1 for p in wanted.values() if p == 0)))
-            self._ports = {s: (p if p != 0 else next(free)) for s, p in wanted.items()}
-        return self._ports
-
     def _port(self, service: str) -> int:
         port = self.ports[service]
         if port == 0:
             raise ServerNotRunningError(f"The {service} port is picked at start(); start the server first.")
         return port
 
-    def _ensure_work_dir(self) -> Path:
-        if self._work_dir is None:
-            self._owned_work_dir = Path(tempfile.mkdtemp(prefix="skinbatch-triton-"))
-            self._work_dir = self._owned_work_dir
-        self._work_dir.mkdir(parents=True, exist_ok=True)
-        return self._work_dir
-
-    def _require_process(self) -> subprocess.Popen[bytes]:
-        if self._process is None:
-            raise ServerNotRunningError("tritonserver was not started; call start() first.")
-        return self._process
-
-    def _http_status(self, path: str) -> int | None:
-        return _http_get_status(f"{self.http_url}{path}")
-
     def _unavailable_models(self) -> dict[str, str]:
         """Model -> reason for every model the repository index lists as UNAVAILABLE."""
         request = urllib.request.Request(f"{self.http_url}/v2/repository/index", data=b"{}", method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - our own server
                 index = json.loads(response.read())
         except (urllib.error.URLError, OSError, ValueError):
             return {}
@@ -359,7 +229,7 @@ class LocalTriton:
             if entry.get("state") == "UNAVAILABLE"
         }
 
-    def _timeout_error(self, timeout: float) -> ServerStartError:
+    def _timeout_error(self, timeout_s: float) -> ServerStartError:
         log = self.logs()
         tail = diagnose.log_tail(log)
         failures = self._unavailable_models() or diagnose.model_failures(log)
@@ -371,66 +241,20 @@ class LocalTriton:
         loading = diagnose.loading_models(log)
         waiting = f" Still loading: {', '.join(loading)}." if loading else ""
         return StartupTimeoutError(
-            f"tritonserver was not ready within {timeout:.0f} s.{waiting} Raise the start-up timeout for "
+            f"tritonserver was not ready within {timeout_s:.0f} s.{waiting} Raise the start-up timeout for "
             "large models, or read the log below for a model that hangs.",
             log_tail=tail,
         )
-
-    def _reap_group(self, pgid: int) -> None:
-        # Python-backend stubs normally exit with the server; make sure none outlives it.
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    def _close_log(self) -> None:
-        if self._log_handle is not None:
-            self._log_handle.close()
-            self._log_handle = None
-
-
-def _http_get_status(url: str) -> int | None:
-    """The HTTP status of a GET, or None when nothing answers (yet)."""
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own server
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except (urllib.error.URLError, OSError):
-        return None
 
 
 def _flag(value: bool) -> str:
     return "true" if value else "false"
 
 
-def _bind(address: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    # Like the server will: connections left in TIME_WAIT by a previous run do not block the port.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((address, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 def _check_port_free(address: str, port: int, service: str) -> None:
     try:
-        _bind(address, port).close()
+        bind(address, port).close()
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
             raise PortInUseError(port, service, address=address) from error
         raise ServerStartError(f"Cannot bind the {service} port {address}:{port}: {error.strerror}.") from error
-
-
-def _free_ports(address: str, count: int) -> list[int]:
-    """``count`` distinct free ports, held together while picking so they differ."""
-    sockets = [_bind(address, 0) for _ in range(count)]
-    try:
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
