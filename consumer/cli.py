@@ -62,6 +62,8 @@ def _shared(specs: tuple[OptionSpec, ...], required: str):  # type: ignore[no-un
 @_opt("max_in_flight", "Messages in flight before consumption pauses.", type=int)
 @_opt("max_infer_in_flight", "Decoded frames held for Triton (shared-memory slots of 268 KB).", type=int)
 @_opt("max_infer_requests", "Requests outstanding at Triton, each a batch of the frames ready together.", type=int)
+@_opt("max_infer_batch", "Frames per request (default: the model's max_batch_size; 1 turns client-side "
+      "batching off).", type=click.IntRange(min=1), default=None)
 @_opt("shared_memory", "Hand images to Triton through system shared memory: auto (when Triton runs on this "
       "host or shares its /dev/shm), on (or stop), off.", type=click.Choice(["auto", "on", "off"]))
 @_opt("malignancy_maps", "Put the malignancy map (8x8 class activation map of P(malignant)) in every result; "

@@ -31,6 +31,8 @@ class ConsumerConfig:
     """Decoded frames held for Triton (waiting or at Triton): the shared-memory slots, 268 KB each."""
     max_infer_requests: int = 4
     """Requests outstanding at Triton; each carries the frames ready together, up to the model's max batch."""
+    max_infer_batch: int | None = None
+    """Frames per request; the model's max_batch_size when unset (1 turns client-side batching off)."""
     shared_memory: str = "auto"
     """Hand images to Triton through system shared memory: auto (when Triton can map this host's
     /dev/shm), on (or stop at start-up), off."""

@@ -30,7 +30,14 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from skinbatch.contract import ArchiveUnavailable, ErrorType, ExitCode, KafkaProblem, ServedModelChanged
+from skinbatch.contract import (
+    ArchiveUnavailable,
+    ErrorType,
+    ExitCode,
+    KafkaProblem,
+    ServedModelChanged,
+    SkinbatchError,
+)
 from skinbatch.drift import ScoreWindow
 from skinbatch.imaging.model_input import ModelInput
 from skinbatch.modelcard import ModelCard
@@ -84,6 +91,7 @@ class ScoringConsumer:
                                on_fatal=lambda problem: self._fail(problem, "dead_letter_too_large"))
         options = PipelineOptions(workers=config.decode_workers, limits=config.decode_limits(),
                                   max_frames=config.max_infer_in_flight, max_requests=config.max_infer_requests,
+                                  max_batch=config.max_infer_batch,
                                   shared_memory=config.shared_memory, timeout_s=config.triton_timeout_s,
                                   retry_initial_s=config.retry_initial_s, retry_max_s=config.retry_max_s)
         self.pipeline = ScoringPipeline(scorer, self.mailbox, self, options)
@@ -121,7 +129,11 @@ class ScoringConsumer:
         if not self.card.trained:
             log.warning("serving an UNTRAINED model: scores are random", extra={"event": "untrained"})
         try:
-            self.pipeline.start()
+            try:
+                self.pipeline.start()
+            except SkinbatchError as exc:
+                log.critical("%s", exc, extra={"event": "pipeline", "exit_code": int(exc.exit_code)})
+                return int(exc.exit_code)
             self.source.subscribe()
             if self.watch is not None:
                 self.watch.start()

@@ -266,10 +266,7 @@ class ScoringPipeline:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
         if self._slots is not None:
-            try:
-                self.scorer.transport.unregister_shm(self._region, 2.0)
-            except TritonUnavailable:
-                pass  # Triton gone: nothing of ours is mapped there any more
+            unregister(self.scorer.transport, self._region)
             self._slots.close()
             self._slots = None
 
@@ -537,10 +534,7 @@ class ScoringPipeline:
             return True
         transport = self.scorer.transport
         try:
-            try:
-                transport.unregister_shm(self._region, 5.0)
-            except TritonUnavailable:
-                pass
+            unregister(transport, self._region, patience_s=0.5)
             transport.register_shm(self._region, self._slots.key, self._slots.byte_size, 5.0)
         except TritonUnavailable as exc:
             log.warning("registering shared memory again failed", extra={"event": "shm_register",
@@ -554,6 +548,20 @@ class ScoringPipeline:
         down_s = self._clock() - self.down_since
         self.down_since = None
         self.listener.triton_up(down_s)
+
+
+def unregister(transport: Any, region: str, patience_s: float = 3.0) -> bool:
+    """Unregister a shared-memory region; Triton refuses while it still holds a request's reference to
+    it (for a moment after the last answer), so ask again for ``patience_s``. False if it never agreed."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            transport.unregister_shm(region, 2.0)
+            return True
+        except TritonUnavailable as exc:
+            if "in use" not in str(exc) or time.monotonic() > deadline:
+                return False  # Triton gone (nothing of ours is mapped there any more), or still busy
+            time.sleep(0.05)
 
 
 def _process_pool(workers: int, initargs: tuple[Any, ...]) -> Executor:

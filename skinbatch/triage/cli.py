@@ -12,7 +12,7 @@ import click
 
 from skinbatch.imaging import DecodeLimits
 from skinbatch.connect.options import TritonTarget, triton_options
-from skinbatch.contract import ENSEMBLE, EXIT_CODE_EPILOG, ExitCode
+from skinbatch.contract import ENSEMBLE, EXIT_CODE_EPILOG, ExitCode, SkinbatchError
 from skinbatch.status.health import check_triton
 
 from .progress import Progress
@@ -148,7 +148,11 @@ def triage(archives: tuple[Path, ...], triton: TritonTarget, out_dir: Path, mode
             if not card.trained and not as_json:
                 _err("the served model is UNTRAINED (demo weights): its scores are random")
             progress = Progress(len(found.images), enabled=show_progress)
-            summary = runner.run(found.images, store, progress, on_event=_err)
+            try:
+                summary = runner.run(found.images, store, progress, on_event=_err)
+            except SkinbatchError as exc:
+                _err(str(exc))
+                sys.exit(int(exc.exit_code))
             current = {os.path.abspath(p) for p in [*found.images, *found.missing, *(e[0] for e in pacs_errors)]}
             failed = sum(1 for _ in store.error_rows(paths=current))
             run_info: dict[str, Any] = {

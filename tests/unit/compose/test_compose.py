@@ -721,3 +721,10 @@ def test_k8s_kustomize_renders() -> None:
     assert kinds == ["ConfigMap", "Deployment", "Deployment", "Job", "PersistentVolumeClaim",
                      "PersistentVolumeClaim", "Service"]
     assert all(doc["metadata"]["namespace"] == "skinbatch" for doc in yaml.safe_load_all(result.stdout))
+
+
+def test_consumers_share_tritons_shared_memory(services: dict[str, Any]) -> None:
+    """System shared memory needs one /dev/shm: the consumers join Triton's IPC namespace."""
+    assert services["triton"]["ipc"] == "shareable"
+    assert services["consumer"]["ipc"] == "service:triton"
+    assert environment(services["consumer"])["SKINBATCH_SHARED_MEMORY"] in ("auto", "on")

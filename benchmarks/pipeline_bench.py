@@ -1,0 +1,317 @@
+"""The scoring pipeline against the machine's limit, in one run: triage and the consumer, both on it.
+
+    python benchmarks/pipeline_bench.py [--images 600] [--models stand-in,inception-v3] [--memory-gb 4]
+
+Per model (a cheap stand-in that makes the host's own cost visible, and the demo Inception-v3), on
+1024x768 JPEGs, against a real Kafka broker and the real local Triton:
+
+* D: decode and preprocess alone, in the pipeline's decode pool (all CPUs, workers writing into
+  shared-memory slots), images/s;
+* T: the model on Triton alone, driven directly with preprocessed frames: batches of the model's
+  maximum size from shared memory, 4 requests in flight (the pipeline's own best path), frames/s;
+  and, for comparison, single-image requests with the tensor in the request at 64 in flight;
+* the limit when both share the cores: 1 / (1/D + 1/T);
+* triage (`skinbatch triage` on a folder; its loop's elapsed time, no start-up) and the consumer
+  (`skinbatch consume` on messages published beforehand; first to last result, start-up reported
+  apart), each as a ratio to the limit; consumer / triage; consumer / direct Triton;
+* the consumer's main-process CPU ms per message (Kafka client, gRPC, JSON, bookkeeping);
+* each gain on its own: the consumer without shared memory, and without client-side batching.
+
+With --memory-gb, the consumer's process tree (main process and decode workers) is sampled for its peak
+resident memory while it works through a backlog of that many GB of 12 MP photos (stand-in model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+
+from consumer_bench import build_standin_onnx, convert, cpu_snapshot  # noqa: E402
+
+
+# -- D: the decode pool alone -------------------------------------------------------------------------
+
+def decode_rate(jpegs: list[bytes], preprocessing: dict[str, Any], n: int) -> float:
+    from skinbatch.imaging import DecodeLimits
+    from skinbatch.scoring.decoding import decode_task, decode_worker_init, limits_dict
+    from skinbatch.scoring.slots import SharedSlots
+
+    size = int(preprocessing["size"])
+    slots = SharedSlots(64, (size, size, 3))
+    workers = os.cpu_count() or 1
+    limits = limits_dict(DecodeLimits())
+    try:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=decode_worker_init,
+                                 initargs=(slots.name, (size, size, 3))) as pool:
+            list(pool.map(decode_task, jpegs, [None] * len(jpegs), [preprocessing] * len(jpegs),
+                          [limits] * len(jpegs), range(len(jpegs))))  # warm-up: imports, first decodes
+            gate = threading.Semaphore(4 * workers)
+            started = time.perf_counter()
+            futures = []
+            for i in range(n):
+                gate.acquire()
+                f = pool.submit(decode_task, jpegs[i % len(jpegs)], None, preprocessing, limits, i % 64)
+                f.add_done_callback(lambda _f: gate.release())
+                futures.append(f)
+            for f in futures:
+                assert f.result().ok
+            return n / (time.perf_counter() - started)
+    finally:
+        slots.close()
+
+
+# -- T: the model on Triton alone -------------------------------------------------------------------------
+
+def triton_rate(url: str, frames: np.ndarray, n: int, *, batch: int, in_flight: int, shm: bool) -> float:
+    from skinbatch.scoring import ShmInput, TritonScorer
+    from skinbatch.scoring.slots import SharedSlots
+
+    scorer = TritonScorer(url)
+    scorer.load_card()
+    slots = None
+    if shm:
+        slots = SharedSlots(batch * in_flight, frames.shape[1:])
+        for i in range(slots.count):
+            slots.array[i] = frames[i % len(frames)]
+        scorer.transport.register_shm(slots.name, slots.key, slots.byte_size, 10)
+    gate = threading.Semaphore(in_flight)
+    done = threading.Event()
+    left = [n]
+    lock = threading.Lock()
+
+    def callback(scores: Any, error: Any, k: int) -> None:
+        gate.release()
+        if error is not None:
+            print(f"direct inference failed: {error}", file=sys.stderr)
+            os._exit(1)
+        with lock:
+            left[0] -= k
+            if left[0] <= 0:
+                done.set()
+
+    try:
+        started = time.perf_counter()
+        sent, request = 0, 0
+        while sent < n:
+            k = min(batch, n - sent)
+            gate.acquire()
+            if slots is not None:
+                first = (request % in_flight) * batch
+                images: Any = ShmInput(slots.name, slots.offset(first), (k, *frames.shape[1:]))
+            else:
+                images = np.stack([frames[(sent + j) % len(frames)] for j in range(k)])
+            scorer.infer_async(images, lambda s, e, k=k: callback(s, e, k))
+            sent += k
+            request += 1
+        done.wait()
+        return n / (time.perf_counter() - started)
+    finally:
+        if slots is not None:
+            from skinbatch.scoring.pipeline import unregister
+
+            unregister(scorer.transport, slots.name)
+            slots.close()
+        scorer.close()
+
+
+# -- triage and the consumer ---------------------------------------------------------------------------------
+
+def triage_rate(folder: Path, url: str, out: Path) -> float:
+    r = subprocess.run([sys.executable, "-m", "skinbatch.cli", "triage", str(folder), "--triton-url", url,
+                        "--out", str(out), "--json", "--no-progress", "--workers", str(os.cpu_count() or 1)],
+                       capture_output=True, text=True, cwd=REPO_ROOT, timeout=3600)
+    if r.returncode != 0:
+        raise SystemExit(f"triage failed: {r.stderr[-2000:]}")
+    summary = json.loads(r.stdout)
+    return summary["frames_scored"] / summary["elapsed_s"]
+
+
+def _tree_rss_mb(pid: int) -> float:
+    from consumer_bench import _children
+
+    children, total, stack = _children(), 0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+        stack.extend(children.get(p, []))
+    return total / 1024
+
+
+def consumer_run(broker: Any, triton: Any, values: list[bytes], extra: list[str], workdir: Path,
+                 sample_memory: bool = False) -> dict[str, Any]:
+    """Rate between the first and the last result, start-up (process start to first result), CPU ms/msg."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    tag = uuid.uuid4().hex[:6]
+    req, res, dlq = f"p-{tag}-req", f"p-{tag}-res", f"p-{tag}-dlq"
+    broker.create_topics({req: 6, res: 1, dlq: 1})
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", linger_ms=20,
+                             max_request_size=16 << 20, batch_size=1 << 20)
+    for i, v in enumerate(values):
+        producer.send(req, key=str(i).encode(), value=v)
+    producer.flush()
+    producer.close()
+    others = {"triton": triton.pid, "kafka": broker.pid}
+    log = open(workdir / f"consumer-{tag}.log", "wb")  # noqa: SIM115
+    launched = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "skinbatch.consumer.cli", "--bootstrap-servers", broker.bootstrap_servers,
+         "--triton-url", triton.grpc_url, "--request-topic", req, "--result-topic", res, "--dead-letter-topic", dlq,
+         "--group-id", f"bench-{tag}", "--metrics-port", "0", "--log-level", "WARNING", *extra],
+        stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    reader = KafkaConsumer(res, dlq, bootstrap_servers=broker.bootstrap_servers, group_id=None,
+                           auto_offset_reset="earliest")
+    seen, first, peak = 0, None, 0.0
+    cpu0: dict[str, float] = {}
+    deadline = time.monotonic() + 3600
+    next_sample = 0.0
+    try:
+        while seen < len(values):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit(f"consumer stalled at {seen}/{len(values)}; see {log.name}")
+            if sample_memory and time.monotonic() >= next_sample:
+                peak = max(peak, _tree_rss_mb(proc.pid))
+                next_sample = time.monotonic() + 0.2
+            for tp, records in reader.poll(timeout_ms=100).items():
+                if tp.topic == dlq and records:
+                    raise SystemExit(f"unexpected dead letter: {json.loads(records[0].value)['error']}")
+                for _ in records:
+                    seen += 1
+                    if first is None:
+                        first, cpu0 = time.perf_counter(), cpu_snapshot(proc.pid, others)
+        last, cpu1 = time.perf_counter(), cpu_snapshot(proc.pid, others)
+    finally:
+        reader.close()
+        proc.terminate()
+        proc.wait(60)
+        log.close()
+    assert first is not None
+    per_msg = {k: (cpu1[k] - cpu0[k]) * 1000 / (len(values) - 1) for k in cpu0}
+    return {"rate": (len(values) - 1) / (last - first), "startup_s": first - launched, "cpu": per_msg,
+            "peak_mb": peak}
+
+
+# -- main ------------------------------------------------------------------------------------------------------
+
+def bench_model(name: str, repo: Path, n: int, jpegs: list[bytes], broker: Any, tmp: Path) -> dict[str, Any]:
+    from skinbatch.imaging import decode, preprocess
+    from skinbatch.scoring import TritonScorer
+    from skinbatch.serve import LocalTriton, TritonServerConfig
+
+    folder = tmp / f"images-{name}"
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"{i:05d}.jpg").write_bytes(jpegs[i % len(jpegs)])
+    cfg = TritonServerConfig(repository=repo, http_port=0, grpc_port=0, metrics_port=0, work_dir=tmp / f"triton-{name}")
+    row: dict[str, Any] = {"model": name, "images": n}
+    with LocalTriton(cfg) as triton:
+        card = TritonScorer(triton.grpc_url).load_card()
+        spec = card.preprocessing_spec()
+        frames = np.stack([preprocess(decode(j, target=spec).arrays[0], spec) for j in jpegs])
+        batch = card.max_batch_size
+        row["max_batch"] = batch
+        row["D"] = decode_rate(jpegs, spec.to_dict(), n)
+        triton_rate(triton.grpc_url, frames, min(n, 64), batch=batch, in_flight=4, shm=True)  # warm-up
+        row["T"] = triton_rate(triton.grpc_url, frames, n, batch=batch, in_flight=4, shm=True)
+        row["T_single"] = triton_rate(triton.grpc_url, frames, n, batch=1, in_flight=64, shm=False)
+        row["limit"] = 1 / (1 / row["D"] + 1 / row["T"])
+        row["triage"] = triage_rate(folder, triton.grpc_url, tmp / f"triage-{name}")
+        values = [jpegs[i % len(jpegs)] for i in range(n)]
+        row["consumer"] = consumer_run(broker, triton, values, [], tmp)
+        row["consumer_no_shm"] = consumer_run(broker, triton, values, ["--shared-memory", "off"], tmp)
+        row["consumer_no_batching"] = consumer_run(broker, triton, values, ["--max-infer-batch", "1"], tmp)
+    return row
+
+
+def memory_run(repo: Path, gb: float, broker: Any, tmp: Path) -> dict[str, Any]:
+    from skinbatch.samples import synthetic_jpeg
+    from skinbatch.serve import LocalTriton, TritonServerConfig
+
+    photos = [synthetic_jpeg(4000, 3000, seed=s) for s in range(8)]
+    count = int(gb * 2**30 / (sum(map(len, photos)) / len(photos)))
+    cfg = TritonServerConfig(repository=repo, http_port=0, grpc_port=0, metrics_port=0, work_dir=tmp / "triton-mem")
+    with LocalTriton(cfg) as triton:
+        result = consumer_run(broker, triton, [photos[i % len(photos)] for i in range(count)], [], tmp,
+                              sample_memory=True)
+    return {"messages": count, "gb": round(count * sum(map(len, photos)) / len(photos) / 2**30, 2), **result}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=600, help="images per stand-in measurement")
+    parser.add_argument("--inception-images", type=int, default=120, help="images per Inception measurement")
+    parser.add_argument("--models", default="stand-in,inception-v3")
+    parser.add_argument("--memory-gb", type=float, default=0.0, help="also the memory run, with this backlog")
+    args = parser.parse_args()
+
+    from skinbatch.localstack.kafka import KafkaBroker
+    from skinbatch.samples import synthetic_jpeg
+    from skinbatch.taxonomy import default_taxonomy
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        jpegs = [synthetic_jpeg(1024, 768, seed=s) for s in range(16)]
+        standin = tmp / "standin.onnx"
+        build_standin_onnx(standin, len(default_taxonomy().training_classes))
+        repos = {"stand-in": convert(["--onnx", str(standin), "--model-name", "standin"], tmp / "repo-standin")}
+        if "inception-v3" in args.models:
+            repos["inception-v3"] = convert(["--demo-weights"], tmp / "repo-inception")
+        with KafkaBroker(work_dir=tmp / "kafka", message_max_bytes=16 << 20) as broker:
+            for name in args.models.split(","):
+                n = args.images if name == "stand-in" else args.inception_images
+                rows.append(bench_model(name, repos[name], n, jpegs, broker, tmp))
+                print(json.dumps(rows[-1], default=float), file=sys.stderr, flush=True)
+            memory = memory_run(repos["stand-in"], args.memory_gb, broker, tmp) if args.memory_gb else None
+    print(f"1024x768 JPEGs, {os.cpu_count()} CPUs; rates in images/s")
+    print(f"{'model':13} {'D':>7} {'T':>7} {'T 1/req':>8} {'limit':>7} {'triage':>7} {'/limit':>7} {'consumer':>9} "
+          f"{'/limit':>7} {'cons/tri':>8} {'cons/T':>7} {'startup s':>9} {'main ms/msg':>11}")
+    for r in rows:
+        c = r["consumer"]
+        print(f"{r['model']:13} {r['D']:7.1f} {r['T']:7.1f} {r['T_single']:8.1f} {r['limit']:7.1f} {r['triage']:7.1f} "
+              f"{r['triage'] / r['limit']:7.2f} {c['rate']:9.1f} {c['rate'] / r['limit']:7.2f} "
+              f"{c['rate'] / r['triage']:8.2f} {c['rate'] / r['T']:7.2f} {c['startup_s']:9.1f} {c['cpu']['consumer']:11.2f}")
+    print()
+    print("The consumer with each gain taken away (rate, ratio to the full consumer, main-process CPU ms/msg):")
+    for r in rows:
+        for key, label in (("consumer", "shared memory + batching"), ("consumer_no_shm", "no shared memory"),
+                           ("consumer_no_batching", "no client-side batching")):
+            c = r[key]
+            print(f"  {r['model']:13} {label:26} {c['rate']:7.1f}/s  x{c['rate'] / r['consumer']['rate']:.2f}  "
+                  f"{c['cpu']['consumer']:6.2f} ms")
+    print()
+    print("CPU ms per message, by process (consumer = its main process):")
+    for r in rows:
+        for key in ("consumer", "consumer_no_shm", "consumer_no_batching"):
+            cpu = r[key]["cpu"]
+            print(f"  {r['model']:13} {key:21} " + " ".join(f"{p} {cpu[p]:6.2f}" for p in ("consumer", "decode", "triton",
+                                                                                           "kafka")))
+    if memory:
+        print()
+        print(f"Memory: {memory['messages']} messages of 12 MP JPEG ({memory['gb']} GB backlog): peak RSS of the "
+              f"consumer's process tree {memory['peak_mb']:.0f} MB, at {memory['rate']:.1f} msg/s")
+
+
+if __name__ == "__main__":
+    main()
