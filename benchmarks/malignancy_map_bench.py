@@ -31,10 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from skinbatch.contract import INCEPTION_STEP, SCORE_OUTPUTS, Tensor
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from triton_bench import run_level  # noqa: E402
 
-SCORES = ("TRAINING_PROBS", "COARSE_PROBS", "FINE_PROBS", "MALIGNANCY")
+SCORES = tuple(SCORE_OUTPUTS)
 MAP = "MALIGNANCY_MAP"
 CASES = (("baseline", "plain", SCORES), ("map in graph, not asked", "map", SCORES),
          ("map asked", "map", (*SCORES, MAP)))
@@ -74,16 +76,16 @@ def onnx_timing(repositories: dict[str, Path], images: np.ndarray, rounds: int) 
     """Seconds per batch without the map (best), and the with/without ratio of each paired run."""
     import onnxruntime as ort
 
-    sessions = {key: ort.InferenceSession(str(repo / "inception_v3" / "1" / "model.onnx"),
+    sessions = {key: ort.InferenceSession(str(repo / INCEPTION_STEP / "1" / "model.onnx"),
                                           providers=["CPUExecutionProvider"]) for key, repo in repositories.items()}
     for session in sessions.values():  # first runs allocate
-        session.run(None, {"IMAGE": images})
+        session.run(None, {Tensor.IMAGE: images})
     best, ratios = float("inf"), []
     for r in range(rounds):
         took = {}
         for key in ("plain", "map") if r % 2 == 0 else ("map", "plain"):
             start = time.perf_counter()
-            sessions[key].run(None, {"IMAGE": images})
+            sessions[key].run(None, {Tensor.IMAGE: images})
             took[key] = time.perf_counter() - start
         best = min(best, took["plain"])
         ratios.append(took["map"] / took["plain"])

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from skinbatch.contract import ENSEMBLE, INCEPTION_STEP, Tensor
+
 
 def convert_demo(target_dir: Path) -> Path:
     repo = target_dir / "model_repository"
@@ -28,13 +30,13 @@ def convert_demo(target_dir: Path) -> Path:
 
 
 def inception_counts(client: object) -> tuple[int, int]:
-    stats = client.get_inference_statistics("inception_v3", as_json=True)  # type: ignore[attr-defined]
+    stats = client.get_inference_statistics(INCEPTION_STEP, as_json=True)  # type: ignore[attr-defined]
     model = stats["model_stats"][0]
     return int(model.get("inference_count", 0)), int(model.get("execution_count", 0))
 
 
 def run_level(endpoint: str, images: np.ndarray, concurrency: int, requests: int,
-              outputs: tuple[str, ...] = ("MALIGNANCY",)) -> dict[str, float]:
+              outputs: tuple[str, ...] = (Tensor.MALIGNANCY,)) -> dict[str, float]:
     """``requests`` one-image requests, at most ``concurrency`` in flight, each asking for ``outputs``."""
     import tritonclient.grpc as grpcclient
 
@@ -58,9 +60,9 @@ def run_level(endpoint: str, images: np.ndarray, concurrency: int, requests: int
     start = time.perf_counter()
     for i in range(requests):
         slots.acquire()
-        inp = grpcclient.InferInput("IMAGE", [1, *images.shape[1:]], "UINT8")
+        inp = grpcclient.InferInput(Tensor.IMAGE, [1, *images.shape[1:]], "UINT8")
         inp.set_data_from_numpy(images[i % len(images)][None])
-        client.async_infer("skin_classifier", [inp], callback,
+        client.async_infer(ENSEMBLE, [inp], callback,
                            outputs=[grpcclient.InferRequestedOutput(name) for name in outputs])
     done.wait()
     elapsed = time.perf_counter() - start

@@ -9,7 +9,7 @@ from typing import Any
 from skinbatch.connect.kafka import COMPRESSION_TYPES, KafkaConnection
 from skinbatch.connect.options import KAFKA_FIELDS, TritonTarget
 from skinbatch.connect.triton import TritonTLS, parse_triton_url
-from skinbatch.contract import ConfigurationError
+from skinbatch.contract import ENSEMBLE, ConfigurationError
 
 
 
@@ -23,7 +23,7 @@ class ConsumerConfig:
     group_id: str = "skinbatch-consumers"
     archive_root: str | None = None
     """Folder that ``{"uri": ...}`` references resolve under; references are refused without it."""
-    model: str = "skin_classifier"
+    model: str = ENSEMBLE
     decode_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     max_in_flight: int = 64
     """Messages taken from Kafka and not yet answered; consumption pauses beyond it."""
