@@ -173,3 +173,20 @@ def test_evaluate_over_http(served_triton: LocalTriton, images: Path, tmp_path: 
     assert r.returncode == 0, r.stderr
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics, "evaluate wrote no metrics"
+
+
+def test_consume_over_http(kafka_broker: Any, served_triton: LocalTriton, tmp_path: Path) -> None:
+    topics = unique_topics("http")
+    kafka_broker.create_topics({topics["request"]: 1, topics["result"]: 1, topics["dead"]: 1})
+    produce(kafka_broker.bootstrap_servers, topics["request"],
+            [(f"img-{i}", synthetic_jpeg(500, 400, seed=i), []) for i in range(3)])
+    consumer = ConsumerProcess(kafka_broker.bootstrap_servers, served_triton.http_url, topics, "g-http",
+                               tmp_path / "http.log").start()
+    reader = TopicReader(kafka_broker.bootstrap_servers, topics["result"], topics["dead"])
+    try:
+        msgs = reader.read(lambda m: len(m[topics["result"]]) >= 3, timeout=240)
+    finally:
+        reader.close()
+        assert consumer.stop() == 0, consumer.log()
+    assert {m["request_id"] for m in msgs[topics["result"]]} == {"img-0", "img-1", "img-2"}
+    assert not msgs[topics["dead"]]
