@@ -128,7 +128,7 @@ def convert(
         summary = run(opts, progress=progress)
     except ConverterError as exc:
         click.echo(f"Error: {exc}", err=True)
-        sys.exit(EXIT_NO_TENSORRT if "needs the `tensorrt` Python package" in str(exc) else EXIT_FAILED)
+        sys.exit(int(exc.exit_code))  # 14 (TensorRTUnavailable) or 1
     except Exception as exc:  # taxonomy errors and the like: a message, not a traceback
         from skinbatch.taxonomy import TaxonomyError
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .cam import MALIGNANCY_MAP, PREFIX as MAP_PREFIX
-from .errors import ConverterError
+from .errors import ConverterError, TensorRTUnavailable
 from .export import INPUT, OUTPUT, SIZE
 
 Shape = tuple[int, int, int, int]
@@ -67,11 +67,11 @@ def profile_shapes(max_batch_size: int, opt_batch_size: int | None = None, size:
 
 
 def import_tensorrt() -> Any:
-    """The ``tensorrt`` module, or a :class:`ConverterError` that says where to run the converter instead."""
+    """The ``tensorrt`` module, or a :class:`TensorRTUnavailable` that says where to run the converter instead."""
     try:
         import tensorrt as trt
     except ImportError as exc:
-        raise ConverterError(NEEDS_GPU.format(why=f"tensorrt is not importable: {exc}")) from None
+        raise TensorRTUnavailable(NEEDS_GPU.format(why=f"tensorrt is not importable: {exc}")) from None
     return trt
 
 
@@ -87,7 +87,7 @@ def gpu_available() -> bool:
 def require_tensorrt() -> Any:
     trt = import_tensorrt()
     if not gpu_available():
-        raise ConverterError(NEEDS_GPU.format(why="no CUDA GPU is visible"))
+        raise TensorRTUnavailable(NEEDS_GPU.format(why="no CUDA GPU is visible"))
     return trt
 
 

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from skinbatch.contract import ConfigurationError
+
 FORMAT = "skinbatch-reference-distribution/1"
 FILE_NAME = "reference_distribution.json"
 
@@ -57,7 +59,7 @@ DEFAULT_WINDOW = 1000
 MIN_REFERENCE = 500
 
 
-class ReferenceDistributionError(ValueError):
+class ReferenceDistributionError(ConfigurationError):
     """A reference distribution that cannot be used; the message says how to make a usable one."""
 
 

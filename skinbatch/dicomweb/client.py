@@ -29,15 +29,36 @@ import pydicom
 import requests
 from dicomweb_client import DICOMwebClient
 
+from skinbatch.contract import ArchiveError, ArchiveUnavailable, ErrorType, ExitCode, InputRejected
+
 from .references import DicomWebReference
+
+__all__ = [
+    "ENV_PASSWORD",
+    "ENV_TOKEN",
+    "ENV_URL",
+    "ENV_USER",
+    "NON_IMAGE_SOP_CLASS_PREFIXES",
+    "NOT_FOUND_TYPE",
+    "REJECTED_TYPE",
+    "ArchiveError",
+    "ArchiveRejected",
+    "ArchiveUnavailable",
+    "DicomWebArchive",
+    "DicomWebSettings",
+    "InstanceRef",
+    "NotInArchive",
+    "classify",
+    "is_image_sop_class",
+]
 
 ENV_URL = "SKINBATCH_DICOMWEB_URL"
 ENV_USER = "SKINBATCH_DICOMWEB_USER"
 ENV_PASSWORD = "SKINBATCH_DICOMWEB_PASSWORD"
 ENV_TOKEN = "SKINBATCH_DICOMWEB_TOKEN"
 
-NOT_FOUND_TYPE = "instance_not_found"
-REJECTED_TYPE = "archive_rejected"
+NOT_FOUND_TYPE = ErrorType.INSTANCE_NOT_FOUND
+REJECTED_TYPE = ErrorType.ARCHIVE_REJECTED
 
 # Accept the instance as stored (any transfer syntax): no transcoding by the archive, so the bytes
 # scored are the bytes archived, and their sha256 matches the archive's copy.
@@ -48,24 +69,22 @@ logging.getLogger("dicomweb_client").setLevel(logging.WARNING)
 logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
-class ArchiveError(Exception):
-    """Base of the archive errors below."""
+# ArchiveError and ArchiveUnavailable are the contract's: one class each for the whole package, so that
+# `except ArchiveUnavailable` catches an archive fault wherever it was raised. Imported from here too.
 
 
-class ArchiveUnavailable(ArchiveError):
-    """The archive cannot answer now (down, overloaded, slow, or refusing our credentials). Retry later."""
-
-
-class NotInArchive(ArchiveError):
-    """The archive does not have what the request names (HTTP 404, or an empty search)."""
+class NotInArchive(ArchiveError, InputRejected):
+    """The archive does not have what the request names (HTTP 404, or an empty search). Bad input."""
 
     type = NOT_FOUND_TYPE
+    exit_code = ExitCode.USAGE  # a search or reference on the command line that names nothing
 
 
-class ArchiveRejected(ArchiveError):
+class ArchiveRejected(ArchiveError, InputRejected):
     """The archive refused this request with a 4xx other than 404, 401, 403, 408 or 429."""
 
     type = REJECTED_TYPE
+    exit_code = ExitCode.USAGE
 
 
 # SOP classes that hold no image to score: structured reports (ours included), encapsulated documents,

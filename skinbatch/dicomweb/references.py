@@ -21,6 +21,8 @@ from typing import Any
 
 from pydicom.uid import UID
 
+from skinbatch.contract import ErrorType, ExitCode, InputRejected
+
 SCHEME = "dicomweb"
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 _PATH_RE = re.compile(
@@ -31,8 +33,11 @@ _PATH_RE = re.compile(
 )
 
 
-class InvalidReference(ValueError):
+class InvalidReference(InputRejected, ValueError):
     """The reference is malformed; the message says what a valid one looks like."""
+
+    type = ErrorType.INVALID_REFERENCE
+    exit_code = ExitCode.USAGE  # when a command ends on it, the reference came from its arguments
 
 
 @dataclass(frozen=True)

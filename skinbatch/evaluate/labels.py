@@ -18,11 +18,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from skinbatch.contract import ENSEMBLE, ConfigurationError
 from skinbatch.modelcard import ModelCard
 from skinbatch.taxonomy import Taxonomy, TaxonomyError, default_taxonomy, load_taxonomy
 
 
-class LabelsError(ValueError):
+class LabelsError(ConfigurationError):
     """The labels file cannot be used as it is; the message says which rows and why."""
 
 
@@ -43,7 +44,7 @@ def resolve_taxonomy(card: ModelCard, source: Path | None) -> tuple[Taxonomy, st
     if source is None:
         taxonomy, where = default_taxonomy(), "the bundled default taxonomy"
     else:
-        path = source / "skin_classifier" / "taxonomy.json" if source.is_dir() else source
+        path = source / ENSEMBLE / "taxonomy.json" if source.is_dir() else source
         try:
             taxonomy = load_taxonomy(path)
         except TaxonomyError as exc:

@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from skinbatch.contract import SkinbatchError
 
-class MetricError(ValueError):
+
+class MetricError(SkinbatchError, ValueError):
     """The data cannot give this metric (e.g. only one class present)."""
 
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from skinbatch.contract import ExitCode, SkinbatchError
+
 from .compute import MulticlassResult, TaskResult
 
 
-class PlotsUnavailable(RuntimeError):
+class PlotsUnavailable(SkinbatchError, RuntimeError):
     """matplotlib is not installed."""
+
+    exit_code = ExitCode.ENVIRONMENT
 
 
 def _pyplot():  # type: ignore[no-untyped-def]

@@ -1,25 +1,27 @@
 """Typed errors for image decoding.
 
-Every failure of :func:`skinbatch.imaging.decode` is an :class:`ImageDecodeError`. Its ``type`` is a
-stable, machine-readable string: the consumer copies it into dead-letter messages and metrics, so the
-values below are a contract. Add new types; never rename one.
+Every failure of :func:`skinbatch.imaging.decode` is an :class:`ImageDecodeError`, which is the
+contract's :class:`~skinbatch.contract.InputRejected` (bad input, dead-lettered, never retried) and a
+``ValueError``. Its ``type`` is a member of :class:`skinbatch.contract.ErrorType`: the consumer copies it
+into dead-letter messages and metrics, so the values are a contract. Add new types there; never rename one.
 
 Messages never contain patient data. They may name UIDs, sizes, transfer syntaxes and the decoder.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
+
+from skinbatch.contract import ErrorType, InputRejected
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(InputRejected, ValueError):
     """Base class: the bytes could not be turned into RGB frames."""
 
-    type: ClassVar[str] = "decode_error"
+    type = "decode_error"
 
     def __init__(self, message: str, *, format: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
         self.format = format
 
     def to_dict(self) -> dict[str, Any]:
@@ -28,19 +30,19 @@ class ImageDecodeError(ValueError):
 
 
 class EmptyInputError(ImageDecodeError):
-    type = "empty"
+    type = ErrorType.EMPTY
 
 
 class InputTooLargeError(ImageDecodeError):
-    type = "too_large"
+    type = ErrorType.TOO_LARGE
 
 
 class UnsupportedFormatError(ImageDecodeError):
-    type = "unsupported_format"
+    type = ErrorType.UNSUPPORTED_FORMAT
 
 
 class UnsupportedTransferSyntaxError(ImageDecodeError):
-    type = "unsupported_transfer_syntax"
+    type = ErrorType.UNSUPPORTED_TRANSFER_SYNTAX
 
     def __init__(self, message: str, *, transfer_syntax_uid: str = "", format: str | None = "dicom") -> None:
         super().__init__(message, format=format)
@@ -54,23 +56,23 @@ class UnsupportedPixelFormatError(ImageDecodeError):
     """The container is fine, but its pixels are of a kind we do not turn into RGB
     (e.g. float pixel data, YBR_PARTIAL_420, 12-bit JPEG photos)."""
 
-    type = "unsupported_pixel_format"
+    type = ErrorType.UNSUPPORTED_PIXEL_FORMAT
 
 
 class CorruptImageError(ImageDecodeError):
-    type = "corrupt"
+    type = ErrorType.CORRUPT
 
 
 class TruncatedImageError(CorruptImageError):
-    type = "truncated"
+    type = ErrorType.TRUNCATED
 
 
 class NoPixelDataError(ImageDecodeError):
-    type = "no_pixel_data"
+    type = ErrorType.NO_PIXEL_DATA
 
 
 class DecompressionBombError(ImageDecodeError):
-    type = "decompression_bomb"
+    type = ErrorType.DECOMPRESSION_BOMB
 
 
 ERROR_TYPES: tuple[type[ImageDecodeError], ...] = (

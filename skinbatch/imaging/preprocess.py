@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
+from skinbatch.contract import ConfigurationError
+
 RESIZE_MODES = ("center_crop", "whole")
 INTERPOLATIONS = ("bilinear", "bicubic", "lanczos", "nearest")
 
@@ -25,7 +27,7 @@ _PIL_FILTERS = {
 }
 
 
-class PreprocessingError(ValueError):
+class PreprocessingError(ConfigurationError):
     """The preprocessing declared by a model card (or passed in code) is not one we implement."""
 
 

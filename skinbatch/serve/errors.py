@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from skinbatch.contract import ExitCode, SkinbatchError
 
-class ServeError(Exception):
-    """Base class for every error of ``skinbatch.serve``."""
+
+class ServeError(SkinbatchError):
+    """Base class for every error of ``skinbatch.serve``: the server did not start."""
+
+    exit_code = ExitCode.START_FAILED
 
 
 # --- the machine or the Python environment cannot run the bundled Triton -------------------------
@@ -18,6 +22,8 @@ class ServeError(Exception):
 
 class TritonEnvironmentError(ServeError):
     """The machine or the Python environment cannot run the Triton bundled in ``nvidia-pytriton``."""
+
+    exit_code = ExitCode.ENVIRONMENT
 
 
 class TritonBinaryNotFoundError(TritonEnvironmentError):
@@ -103,3 +109,5 @@ class StartupTimeoutError(ServerStartError):
 
 class ServerNotRunningError(ServeError):
     """An operation needs a running server, and there is none."""
+
+    exit_code = ExitCode.INTERNAL  # the calling code forgot start(): a bug, not an operator's error

@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from skinbatch.contract import SkinbatchError
 
-class MetricsParseError(ValueError):
+
+class MetricsParseError(SkinbatchError, ValueError):
     """The text is not Prometheus exposition format."""
 
 

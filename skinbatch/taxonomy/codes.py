@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from skinbatch.contract import ConfigurationError
+
 PRIVATE_SCHEME = "99SKINBATCH"
 """Private coding scheme (PS3.16 §8.2: designators starting with "99" are local to their maker)."""
 
@@ -34,7 +36,7 @@ MAX_MEANING = 64
 """Code Meaning is a DICOM LO: at most 64 characters."""
 
 
-class CodeError(ValueError):
+class CodeError(ConfigurationError):
     """A node's ``code`` is malformed."""
 
 

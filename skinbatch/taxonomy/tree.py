@@ -31,12 +31,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from skinbatch.contract import ConfigurationError
+
 from .codes import ClassCode, CodeError
 
 FORMAT = "skinbatch-taxonomy/1"
 
 
-class TaxonomyError(ValueError):
+class TaxonomyError(ConfigurationError):
     """A taxonomy file or a set of training classes is inconsistent."""
 
 

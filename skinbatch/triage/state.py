@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from skinbatch.contract import ExitCode, SkinbatchError
 from skinbatch.scoring import Scores
 
 STATE_FILE = "triage-state.sqlite"
@@ -50,8 +51,10 @@ CREATE INDEX IF NOT EXISTS frames_malignancy ON frames (malignancy DESC);
 """
 
 
-class StateMismatchError(RuntimeError):
+class StateMismatchError(SkinbatchError, RuntimeError):
     """The output folder holds the state of a run with another model."""
+
+    exit_code = ExitCode.USAGE  # choose a new --out folder, or the model the folder was scored with
 
 
 def _now() -> str:
