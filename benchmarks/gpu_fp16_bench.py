@@ -38,7 +38,8 @@ def main() -> None:
     model = ServedInception(weights.model, "inception").eval().cuda().to(memory_format=torch.channels_last)
     malignant = torch.from_numpy(malignancy_matrix(tax)).cuda()
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
-    print(f"{'batch':>5} {'fp32 img/s':>11} {'fp16 img/s':>11} {'speed-up':>8} {'max|Δp|':>9} {'max|Δmal|':>9} {'top-1 agree':>11}")
+    print(f"{'batch':>5} {'fp32 img/s':>11} {'fp16 img/s':>11} {'speed-up':>8} {'max|Δp|':>9} {'max|Δmal|':>9} "
+          f"{'top-1 agree':>11}")
     rng = np.random.default_rng(0)
     for batch in (int(b) for b in args.batches.split(",")):
         x = torch.from_numpy(rng.integers(0, 256, (batch, 299, 299, 3), dtype=np.uint8)).cuda()
@@ -59,7 +60,8 @@ def main() -> None:
         dp = (p32 - p16).abs().max().item()
         dm = ((p32 - p16) @ malignant).abs().max().item()
         agree = (p32.argmax(1) == p16.argmax(1)).float().mean().item()
-        print(f"{batch:5d} {rates[0]:11.1f} {rates[1]:11.1f} {rates[1] / rates[0]:8.2f} {dp:9.2e} {dm:9.2e} {agree:11.1%}")
+        print(f"{batch:5d} {rates[0]:11.1f} {rates[1]:11.1f} {rates[1] / rates[0]:8.2f} {dp:9.2e} {dm:9.2e} "
+              f"{agree:11.1%}")
 
 
 if __name__ == "__main__":

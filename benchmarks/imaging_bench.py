@@ -121,7 +121,9 @@ def ours(data: bytes, kind: str, p: Preprocessing) -> np.ndarray:
 # -- measurement --------------------------------------------------------------------------------------
 
 
-def paired_rates(a: Callable[[], object], b: Callable[[], object], seconds: float, rounds: int = 5) -> tuple[float, float]:
+def paired_rates(
+    a: Callable[[], object], b: Callable[[], object], seconds: float, rounds: int = 5
+) -> tuple[float, float]:
     """Images per second of ``a`` and ``b``, measured in alternating rounds so that background load
     hits both alike; each figure is the best round (as ``timeit`` advises: slower rounds measure the
     other tenants of the machine, not the code)."""
@@ -170,7 +172,9 @@ def scaled_rate(data: bytes, kind: str, p: Preprocessing, workers: int, pool: st
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=3.0, help="time per path and case, split into --rounds alternating rounds; the best round counts (default 3)")
+    ap.add_argument("--seconds", type=float, default=3.0,
+                    help="time per path and case, split into --rounds alternating rounds; the best round counts "
+                         "(default 3)")
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds per case (default 5)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts for scaling (default 1 2)")
     ap.add_argument("--scale-images", type=int, default=60, help="images per scaling measurement (default 60)")
@@ -198,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"measuring {name} ...", file=sys.stderr)
         a, b = naive(data, kind, p), ours(data, kind, p)
         mad = float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
-        r_naive, r_ours = paired_rates(lambda: naive(data, kind, p), lambda: ours(data, kind, p), args.seconds, args.rounds)
+        r_naive, r_ours = paired_rates(lambda: naive(data, kind, p), lambda: ours(data, kind, p), args.seconds,
+                                       args.rounds)
         rows.append({"case": name, "bytes": len(data), "naive_img_s": r_naive, "ours_img_s": r_ours,
                      "speedup": r_ours / r_naive, "mad": mad, "reduction": decode(data, target=p).reduction})
 
@@ -217,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"preprocessing {p.to_dict()}; Python {info['python']}, Pillow {info['pillow']}, {info['cpus']} CPUs, "
           f"load average at the end {info['load_average'][0]:.2f}")
     print()
-    print(f"| case | size | naive img/s/core | skinbatch img/s/core | speed-up | DCT reduction | MAD vs naive |")
+    print("| case | size | naive img/s/core | skinbatch img/s/core | speed-up | DCT reduction | MAD vs naive |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['case']} | {r['bytes'] / 1e6:.2f} MB | {r['naive_img_s']:.1f} | {r['ours_img_s']:.1f} | "

@@ -44,7 +44,6 @@ sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 from consumer_bench import build_standin_onnx, convert, cpu_snapshot  # noqa: E402
 
-
 # -- D: the decode pool alone -------------------------------------------------------------------------
 
 def decode_rate(jpegs: list[bytes], preprocessing: dict[str, Any], n: int) -> float:
@@ -291,7 +290,8 @@ def main() -> None:
         c = r["consumer"]
         print(f"{r['model']:13} {r['D']:7.1f} {r['T']:7.1f} {r['T_single']:8.1f} {r['limit']:7.1f} {r['triage']:7.1f} "
               f"{r['triage'] / r['limit']:7.2f} {c['rate']:9.1f} {c['rate'] / r['limit']:7.2f} "
-              f"{c['rate'] / r['triage']:8.2f} {c['rate'] / r['T']:7.2f} {c['startup_s']:9.1f} {c['cpu']['consumer']:11.2f}")
+              f"{c['rate'] / r['triage']:8.2f} {c['rate'] / r['T']:7.2f} {c['startup_s']:9.1f} "
+              f"{c['cpu']['consumer']:11.2f}")
     print()
     print("The consumer with each gain taken away (rate, ratio to the full consumer, main-process CPU ms/msg):")
     for r in rows:
@@ -305,8 +305,8 @@ def main() -> None:
     for r in rows:
         for key in ("consumer", "consumer_no_shm", "consumer_no_batching"):
             cpu = r[key]["cpu"]
-            print(f"  {r['model']:13} {key:21} " + " ".join(f"{p} {cpu[p]:6.2f}" for p in ("consumer", "decode", "triton",
-                                                                                           "kafka")))
+            processes = ("consumer", "decode", "triton", "kafka")
+            print(f"  {r['model']:13} {key:21} " + " ".join(f"{p} {cpu[p]:6.2f}" for p in processes))
     if memory:
         print()
         print(f"Memory: {memory['messages']} messages of 12 MP JPEG ({memory['gb']} GB backlog): peak RSS of the "

@@ -28,24 +28,39 @@ def _batch_sizes(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 @click.command("convert", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="torchvision inception_v3 state dict (torch.save).")
-@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False, path_type=Path), help="An Inception ONNX (float NCHW/NHWC or uint8 NHWC input).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+              help="torchvision inception_v3 state dict (torch.save).")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="An Inception ONNX (float NCHW/NHWC or uint8 NHWC input).")
 @click.option("--demo-weights", is_flag=True, help="Seeded random weights: an UNTRAINED model for demos and tests.")
-@click.option("--taxonomy", type=click.Path(dir_okay=False, path_type=Path), help="Taxonomy JSON the network was trained on (default: the bundled one).")
-@click.option("--normalization", type=click.Choice(["inception", "imagenet"]), default="inception", show_default=True, help="inception: x/127.5-1 (paper); imagenet: (x/255-mean)/std.")
-@click.option("--target", type=click.Choice(["tensorrt", "onnx", "cpu"]), default="tensorrt", show_default=True, help="tensorrt: GPU plan; onnx: Triton onnxruntime backend; cpu: python backend + onnxruntime CPU.")
-@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default=None, help="Default: fp16 for tensorrt, fp32 otherwise.")
-@click.option("--resize", type=click.Choice(["center-crop", "whole"]), default="center-crop", show_default=True, help="How clients fit images to 299x299 (recorded in the model card).")
-@click.option("--max-batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Triton max_batch_size; also the TensorRT profile's maximum.")
-@click.option("--preferred-batch-sizes", callback=_batch_sizes, help="Comma-separated, e.g. 8,16,32 (default: half and all of the maximum).")
-@click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=2000, show_default=True, help="Dynamic batcher's max queue delay in microseconds.")
-@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True, help="Instances of inception_v3.")
-@click.option("--cpu-threads", type=click.IntRange(min=0), default=0, show_default=True, help="onnxruntime intra-op threads per cpu-target instance (0: its default).")
+@click.option("--taxonomy", type=click.Path(dir_okay=False, path_type=Path),
+              help="Taxonomy JSON the network was trained on (default: the bundled one).")
+@click.option("--normalization", type=click.Choice(["inception", "imagenet"]), default="inception", show_default=True,
+              help="inception: x/127.5-1 (paper); imagenet: (x/255-mean)/std.")
+@click.option("--target", type=click.Choice(["tensorrt", "onnx", "cpu"]), default="tensorrt", show_default=True,
+              help="tensorrt: GPU plan; onnx: Triton onnxruntime backend; cpu: python backend + onnxruntime CPU.")
+@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default=None,
+              help="Default: fp16 for tensorrt, fp32 otherwise.")
+@click.option("--resize", type=click.Choice(["center-crop", "whole"]), default="center-crop", show_default=True,
+              help="How clients fit images to 299x299 (recorded in the model card).")
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Triton max_batch_size; also the TensorRT profile's maximum.")
+@click.option("--preferred-batch-sizes", callback=_batch_sizes,
+              help="Comma-separated, e.g. 8,16,32 (default: half and all of the maximum).")
+@click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=2000, show_default=True,
+              help="Dynamic batcher's max queue delay in microseconds.")
+@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Instances of inception_v3.")
+@click.option("--cpu-threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="onnxruntime intra-op threads per cpu-target instance (0: its default).")
 @click.option("--model-version", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--model-name", help="Name in the model card (default: the weights file's stem, or 'demo').")
-@click.option("--check-images", type=click.IntRange(min=1), default=8, show_default=True, help="Seeded images for the parity and drift checks.")
-@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), help="TensorRT timing cache: loaded if present, saved after the build.")
-@click.option("--repository", required=True, type=click.Path(file_okay=False, path_type=Path), help="Model repository folder to write into.")
+@click.option("--check-images", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Seeded images for the parity and drift checks.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path),
+              help="TensorRT timing cache: loaded if present, saved after the build.")
+@click.option("--repository", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Model repository folder to write into.")
 @click.option("--force", is_flag=True, help="Replace existing skin_classifier/inception_v3/taxonomy folders.")
 @click.option("--malignancy-map/--no-malignancy-map", default=True, show_default=True,
               help="Serve MALIGNANCY_MAP, the class activation map of P(malignant) (where the network ends in "

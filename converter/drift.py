@@ -63,5 +63,6 @@ def compare(reference: np.ndarray, candidate: np.ndarray, malignancy: np.ndarray
         max_abs_malignancy=float(np.max(np.abs(ref @ m - cand @ m))),
         top1_agreement=float(np.mean(ref.argmax(axis=1) == cand.argmax(axis=1))),
         method=method,
-        max_rel_map=None if reference_map is None or candidate_map is None else map_parity(reference_map, candidate_map),
+        max_rel_map=(None if reference_map is None or candidate_map is None
+                     else map_parity(reference_map, candidate_map)),
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -44,6 +45,9 @@ def normalization_affine(normalization: str) -> tuple[np.ndarray, np.ndarray]:
 
 class ServedInception(torch.nn.Module):
     """uint8 NHWC → normalised NCHW → Inception-v3 → softmax, as one exportable module."""
+
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
 
     def __init__(self, net: torch.nn.Module, normalization: str = "inception") -> None:
         super().__init__()
@@ -85,7 +89,7 @@ def torch_probs(model: ServedInception, images: np.ndarray, chunk: int = 4) -> n
     return np.concatenate(outs).astype(np.float32)
 
 
-def onnx_session(model: str | Path | onnx.ModelProto, threads: int = 0):  # -> onnxruntime.InferenceSession
+def onnx_session(model: str | Path | onnx.ModelProto, threads: int = 0) -> Any:  # an onnxruntime.InferenceSession
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -152,7 +156,9 @@ def _rename_in_graph(graph: onnx.GraphProto, old: str, new: str) -> None:
         node.output[:] = [new if n == old else n for n in node.output]
 
 
-def adapt_onnx(model: onnx.ModelProto, num_classes: int, normalization: str = "inception") -> tuple[onnx.ModelProto, list[str]]:
+def adapt_onnx(
+    model: onnx.ModelProto, num_classes: int, normalization: str = "inception"
+) -> tuple[onnx.ModelProto, list[str]]:
     """Give a user's Inception ONNX the served interface; returns the new model and notes for the card.
 
     Accepted inputs: float NCHW ``[N,3,299,299]`` or float NHWC ``[N,299,299,3]`` (normalisation is then
@@ -182,7 +188,8 @@ def adapt_onnx(model: onnx.ModelProto, num_classes: int, normalization: str = "i
     from .checkpoint import check_class_count
 
     check_class_count(out_dims[1], num_classes, "the ONNX model")
-    if len(in_dims) != 4 or isinstance(in_dims[0], int) and in_dims[0] > 0 or isinstance(out_dims[0], int) and out_dims[0] > 0:
+    if (len(in_dims) != 4 or isinstance(in_dims[0], int) and in_dims[0] > 0
+            or isinstance(out_dims[0], int) and out_dims[0] > 0):
         raise ConverterError(
             f"the ONNX input {inp.name!r} has shape {in_dims} and output {out_dims}; the converter needs a dynamic "
             "batch dimension on both (e.g. torch.onnx.export(..., dynamic_axes={'input': {0: 'batch'}, "
@@ -212,10 +219,12 @@ def adapt_onnx(model: onnx.ModelProto, num_classes: int, normalization: str = "i
             numpy_helper.from_array(scale.reshape(shape), prefix + "scale"),
             numpy_helper.from_array(bias.reshape(shape), prefix + "bias"),
         ])
-        new_nodes.append(helper.make_node("Cast", [INPUT], [prefix + "float"], to=TensorProto.FLOAT, name=prefix + "Cast"))
+        new_nodes.append(
+            helper.make_node("Cast", [INPUT], [prefix + "float"], to=TensorProto.FLOAT, name=prefix + "Cast"))
         x = prefix + "float"
         if layout == "nchw":
-            new_nodes.append(helper.make_node("Transpose", [x], [prefix + "nchw"], perm=[0, 3, 1, 2], name=prefix + "Transpose"))
+            new_nodes.append(
+                helper.make_node("Transpose", [x], [prefix + "nchw"], perm=[0, 3, 1, 2], name=prefix + "Transpose"))
             x = prefix + "nchw"
         new_nodes.append(helper.make_node("Mul", [x, prefix + "scale"], [prefix + "scaled"], name=prefix + "Mul"))
         new_nodes.append(helper.make_node("Add", [prefix + "scaled", prefix + "bias"], [inp.name], name=prefix + "Add"))
@@ -247,7 +256,8 @@ def adapt_onnx(model: onnx.ModelProto, num_classes: int, normalization: str = "i
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        raise ConverterError(f"the adapted ONNX does not validate: {exc}. Re-export the model with opset >= 13.") from None
+        raise ConverterError(
+            f"the adapted ONNX does not validate: {exc}. Re-export the model with opset >= 13.") from None
     return model, notes
 
 

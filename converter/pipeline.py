@@ -233,7 +233,9 @@ def export_served(opts: ConvertOptions, num_classes: int, images: np.ndarray, pa
     return _export_weights(opts, num_classes, images, path, steps)
 
 
-def _adapt_user_onnx(opts: ConvertOptions, num_classes: int, images: np.ndarray, path: Path, steps: StepLog) -> Exported:
+def _adapt_user_onnx(
+    opts: ConvertOptions, num_classes: int, images: np.ndarray, path: Path, steps: StepLog
+) -> Exported:
     from .checkpoint import file_sha256
 
     assert opts.onnx is not None
@@ -267,7 +269,11 @@ def _export_weights(opts: ConvertOptions, num_classes: int, images: np.ndarray, 
     kind = opts.source_kind
     steps.say("loading weights" if kind == "checkpoint" else f"building demo weights (seed {opts.demo_seed})")
     stop = steps.timed("load")
-    weights = load_checkpoint(opts.checkpoint, num_classes) if kind == "checkpoint" else demo_weights(num_classes, opts.demo_seed)
+    if kind == "checkpoint":
+        assert opts.checkpoint is not None  # source_kind says so
+        weights = load_checkpoint(opts.checkpoint, num_classes)
+    else:
+        weights = demo_weights(num_classes, opts.demo_seed)
     stop()
     source: dict[str, Any] = {"kind": kind, "sha256": weights.sha256, "filename": weights.filename}
     if kind == "demo-weights":
@@ -529,7 +535,8 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> Conversio
         if precision == "fp16":
             fp16 = make_fp16(exported.path, fp32_probs, served_map, malignancy, images, steps)
         if opts.target == "tensorrt":
-            plan = build_tensorrt(opts, precision, exported.path, fp16, fp32_probs, served_map, malignancy, images, steps)
+            plan = build_tensorrt(opts, precision, exported.path, fp16, fp32_probs, served_map, malignancy, images,
+                                  steps)
         inception_onnx = fp16.path.read_bytes() if fp16 is not None else fp32_bytes
         card = model_card(opts, precision, taxonomy, exported, served_map, reference, steps.notes)
         write(opts, taxonomy, card, inception_onnx, plan.data if plan else None, steps)

@@ -115,7 +115,9 @@ def _map_outputs(map_grid: Sequence[int] | None) -> list[mc.ModelOutput]:
     return [] if map_grid is None else [_tensor(mc.ModelOutput, MALIGNANCY_MAP, mc.TYPE_FP32, list(map_grid))]
 
 
-def inception_config(opts: RepositoryOptions, num_classes: int, map_grid: Sequence[int] | None = None) -> mc.ModelConfig:
+def inception_config(
+    opts: RepositoryOptions, num_classes: int, map_grid: Sequence[int] | None = None
+) -> mc.ModelConfig:
     """``map_grid``: the ``MALIGNANCY_MAP`` grid (h, w) when the network computes it, else None."""
     config = mc.ModelConfig(
         name=INCEPTION_NAME,
@@ -248,7 +250,9 @@ def _labels(taxonomy: Taxonomy) -> dict[str, list[str]]:
     }
 
 
-def _write_models(root: Path, opts: RepositoryOptions, taxonomy: Taxonomy, card: ModelCard, artifacts: Artifacts) -> None:
+def _write_models(
+    root: Path, opts: RepositoryOptions, taxonomy: Taxonomy, card: ModelCard, artifacts: Artifacts
+) -> None:
     v = str(opts.model_version)
     ens = root / ENSEMBLE_NAME
     (ens / v).mkdir(parents=True)  # the ensemble has no files of its own, but Triton wants the version folder
@@ -341,7 +345,8 @@ def update_card(repository: Path, card: ModelCard) -> None:
     folder = Path(repository) / ENSEMBLE_NAME
     config_path = folder / "config.pbtxt"
     if not config_path.is_file():
-        raise ConverterError(f"{folder} has no config.pbtxt; is {repository} a repository written by `skinbatch convert`?")
+        raise ConverterError(
+            f"{folder} has no config.pbtxt; is {repository} a repository written by `skinbatch convert`?")
     config = parse_config(config_path.read_text(encoding="utf-8"))
     config.parameters[CARD_PARAMETER].string_value = card.to_json(indent=None)
     _replace_text(folder / CARD_FILE, card.to_json() + "\n")

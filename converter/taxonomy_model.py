@@ -30,7 +30,11 @@ IR_VERSION = 7
 
 
 def taxonomy_matrices(taxonomy: Taxonomy) -> dict[str, np.ndarray]:
-    return {COARSE_PROBS: coarse_matrix(taxonomy), FINE_PROBS: fine_matrix(taxonomy), MALIGNANCY: malignancy_matrix(taxonomy)}
+    return {
+        COARSE_PROBS: coarse_matrix(taxonomy),
+        FINE_PROBS: fine_matrix(taxonomy),
+        MALIGNANCY: malignancy_matrix(taxonomy),
+    }
 
 
 def build_taxonomy_onnx(taxonomy: Taxonomy) -> onnx.ModelProto:

@@ -50,7 +50,9 @@ class EngineBuild:
     """The network's output tensors, in order."""
 
 
-def profile_shapes(max_batch_size: int, opt_batch_size: int | None = None, size: int = SIZE) -> tuple[Shape, Shape, Shape]:
+def profile_shapes(
+    max_batch_size: int, opt_batch_size: int | None = None, size: int = SIZE
+) -> tuple[Shape, Shape, Shape]:
     """(min, opt, max) shapes of ``IMAGE`` for the optimisation profile.
 
     The profile must cover batch 1 … ``max_batch_size`` exactly, the same ``max_batch_size`` as in

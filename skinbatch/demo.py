@@ -42,7 +42,7 @@ def ensure_demo_repository(repository: Path) -> None:
     _say(f"converting a demo Inception-v3 with random weights into {repository} (about a minute)")
     cmd = [sys.executable, "-m", "skinbatch.cli", "convert", "--demo-weights", "--target", "cpu",
            "--repository", str(repository), "--force"]
-    if subprocess.run(cmd, check=False).returncode != 0:
+    if subprocess.run(cmd, check=False).returncode != 0:  # noqa: S603 - our own interpreter and command
         raise click.ClickException("the conversion failed; see the messages above")
 
 
@@ -50,7 +50,8 @@ def demo_requests(archive: Path) -> list[tuple[str, bytes, list[tuple[str, bytes
     """(request id, value, headers): pydicom's colour DICOM files, generated photos, one reference, one bad file."""
     from skinbatch.samples import pydicom_colour_files, synthetic_jpeg, synthetic_png
 
-    items = [(f"pydicom/{p.name}", p.read_bytes(), []) for p in pydicom_colour_files()]
+    items: list[tuple[str, bytes, list[tuple[str, bytes]]]] = [
+        (f"pydicom/{p.name}", p.read_bytes(), []) for p in pydicom_colour_files()]
     items += [(f"photo-{i}.jpg", synthetic_jpeg(2000 + 400 * i, 1500 + 300 * i, seed=i), []) for i in range(3)]
     items.append(("photo-3.png", synthetic_png(800, 600, seed=3), []))
     (archive / "photo-4.jpg").write_bytes(synthetic_jpeg(1600, 1200, seed=4))
@@ -135,7 +136,9 @@ def demo(repository: Path, timeout: float, as_json: bool, protocol: str) -> None
         click.echo(_table(results, dead, trained))
 
 
-def _collect(bootstrap: str, request_ids: set[str], timeout: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _collect(
+    bootstrap: str, request_ids: set[str], timeout: float
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Read results and dead letters until every request has an answer (all frames of multi-frame files)."""
     from kafka import KafkaConsumer
 

@@ -86,7 +86,7 @@ def cumulative_from_counts(counts: Sequence[float] | np.ndarray) -> list[float]:
     return [float(v) for v in np.cumsum(values)]
 
 
-def counts_from_cumulative(buckets: Mapping[float | str, float]) -> np.ndarray:
+def counts_from_cumulative(buckets: Mapping[float, float] | Mapping[str, float]) -> np.ndarray:
     """Prometheus bucket counts by ``le`` (numbers or label strings, ``+Inf`` optional) → per-bin counts.
 
     The ``le`` values must be :data:`PROMETHEUS_BUCKETS`: a histogram made with other buckets cannot be

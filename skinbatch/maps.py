@@ -84,7 +84,7 @@ def overlay(image: np.ndarray, cam: np.ndarray, max_alpha: float = MAX_ALPHA) ->
         raise ValueError(f"overlay needs an H x W x 3 uint8 image, got {pixels.shape} {pixels.dtype}")
     if not 0.0 <= max_alpha <= 1.0:
         raise ValueError("max_alpha is an opacity between 0 and 1")
-    heat = upsample(normalise(cam), pixels.shape[:2])
+    heat = upsample(normalise(cam), (pixels.shape[0], pixels.shape[1]))
     alpha = (max_alpha * heat)[..., None]
     blended = (1 - alpha) * pixels.astype(np.float32) + alpha * colourise(heat).astype(np.float32)
     return np.clip(np.round(blended), 0, 255).astype(np.uint8)

@@ -156,4 +156,9 @@ def card_from_model_config(config: dict[str, Any]) -> ModelCard:
             "serve a repository written by `skinbatch convert`"
         )
     text = entry.get("string_value") if isinstance(entry, dict) else str(entry)
+    if not isinstance(text, str):
+        raise ModelCardError(
+            f"model {config.get('name')!r}: its {CARD_PARAMETER!r} parameter has no string_value; "
+            "serve a repository written by `skinbatch convert`"
+        )
     return ModelCard.from_json(text)

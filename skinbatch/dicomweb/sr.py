@@ -358,7 +358,8 @@ def _conformant(keyword: str, value: Any) -> str:
 
 def _with_type2_attributes(source: pydicom.Dataset) -> pydicom.Dataset:
     missing = [k for k in _TYPE2 if k not in source]
-    odd = [k for k in ("StudyDate", "StudyTime") if k in source and _conformant(k, source.get(k)) != str(source.get(k) or "")]
+    odd = [k for k in ("StudyDate", "StudyTime")
+           if k in source and _conformant(k, source.get(k)) != str(source.get(k) or "")]
     if not missing and not odd:
         return source
     out = copy.deepcopy(source)

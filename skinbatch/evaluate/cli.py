@@ -15,7 +15,7 @@ from skinbatch.contract import ENSEMBLE, EXIT_CODE_EPILOG, ExitCode
 from skinbatch.drift import DEFAULT_WINDOW, MIN_REFERENCE, expected_psi
 from skinbatch.status.health import check_triton
 from skinbatch.triage.progress import Progress
-from skinbatch.triage.run import RunOptions, Runner, default_workers
+from skinbatch.triage.run import Runner, RunOptions, default_workers
 from skinbatch.triage.state import StateMismatchError, TriageStore
 
 from .compute import CaseScores, evaluate_cases
@@ -65,7 +65,8 @@ def evaluate(labels_csv: Path, triton: TritonTarget, out_dir: Path, taxonomy_pat
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise click.UsageError("plots need matplotlib: `pip install 'skinbatch[report]'`, or pass --no-plots") from None
+            raise click.UsageError(
+                "plots need matplotlib: `pip install 'skinbatch[report]'`, or pass --no-plots") from None
     health = check_triton(triton, model=model)
     if health.exit_code != ExitCode.OK:
         for problem in health.problems:

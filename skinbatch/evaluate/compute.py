@@ -15,8 +15,18 @@ import numpy as np
 from skinbatch.taxonomy import Taxonomy
 
 from .labels import Case
-from .metrics import (ConfidenceInterval, MetricError, OperatingPoint, accuracy, bootstrap_accuracy_ci,
-                      bootstrap_auc_ci, confusion_matrix, operating_point, roc_auc, roc_curve)
+from .metrics import (
+    ConfidenceInterval,
+    MetricError,
+    OperatingPoint,
+    accuracy,
+    bootstrap_accuracy_ci,
+    bootstrap_auc_ci,
+    confusion_matrix,
+    operating_point,
+    roc_auc,
+    roc_curve,
+)
 from .tasks import SERVED, BinaryTask, is_under, normalised_scores, tasks_for, unavailable_reason
 
 

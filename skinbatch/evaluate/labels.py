@@ -81,7 +81,7 @@ def read_labels(csv_path: Path, taxonomy: Taxonomy) -> list[Case]:
     fields = {f.strip().lower(): f for f in (reader.fieldnames or [])}
     if "path" not in fields or "label" not in fields:
         raise LabelsError(f"{csv_path} needs a header with columns 'path' and 'label' (found {reader.fieldnames})")
-    by_lower = {}
+    by_lower: dict[str, str] = {}
     for node in taxonomy.root.walk():
         by_lower.setdefault(node.name.strip().lower(), node.name)
     cases, unknown, missing, rootish = [], [], [], []

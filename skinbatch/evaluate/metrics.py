@@ -26,7 +26,9 @@ class MetricError(SkinbatchError, ValueError):
     """The data cannot give this metric (e.g. only one class present)."""
 
 
-def _binary_inputs(y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _binary_inputs(
+    y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y_true).astype(bool).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
     if y.shape != s.shape:

@@ -12,8 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from skinbatch.drift import FILE_NAME as REFERENCE_FILE
-from skinbatch.drift import ReferenceDistribution
+from skinbatch.drift import FILE_NAME as REFERENCE_FILE, ReferenceDistribution
 
 from .compute import CaseScores, Evaluation, MulticlassResult, TaskResult
 from .labels import Case

@@ -59,4 +59,5 @@ def dicom_uid(uid: str) -> str:
 
 def full_url(resource_type: str, resource_id: str) -> str:
     """A Bundle entry's ``fullUrl``: a UUID URN derived from type and id (the entry's PUT names the id)."""
-    return f"urn:uuid:{uuid.UUID(bytes=hashlib.sha256(f'{resource_type}/{resource_id}'.encode()).digest()[:16], version=5)}"
+    digest = hashlib.sha256(f"{resource_type}/{resource_id}".encode()).digest()
+    return f"urn:uuid:{uuid.UUID(bytes=digest[:16], version=5)}"

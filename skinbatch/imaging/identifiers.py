@@ -88,7 +88,7 @@ def _text(ds: Dataset | None, keyword: str) -> str:
         return ""
     try:
         elem = ds.get_item(keyword)
-    except Exception:
+    except Exception:  # noqa: BLE001 - see above
         return ""
     if elem is None or elem.value is None:
         return ""

@@ -64,7 +64,7 @@ def sniff(data: bytes) -> str:
         raise EmptyInputError("the input is empty (0 bytes); check the producer sends the file body")
     fmt = detect(data)
     if fmt in SUPPORTED:
-        return fmt  # type: ignore[return-value]
+        return fmt
     if fmt is None:
         raise UnsupportedFormatError(
             f"unrecognised format (first bytes {bytes(data[:8]).hex(' ')}); "

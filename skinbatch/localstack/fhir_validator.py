@@ -160,7 +160,7 @@ def ensure_fhir_validator(cache_dir: Path | None = None, *, timeout_s: float = 1
         log.info("Fetching HAPI FHIR %s's validator with Maven into %s (once, about 145 MB)", hapi_version(), libs)
         started = time.monotonic()
         try:
-            result = subprocess.run(command, cwd=home, capture_output=True, text=True, timeout=timeout_s,
+            result = subprocess.run(command, cwd=home, capture_output=True, text=True, timeout=timeout_s,  # noqa: S603 - Maven on our own POM
                                     check=False)
         except subprocess.TimeoutExpired as exc:
             raise FhirValidatorSetupError(
@@ -225,7 +225,7 @@ def validate_fhir(
             files.append(str(path))
         command = [java, "-cp", f"{libs}/*", str(program), *files]
         try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)  # noqa: S603 - our own program
         except subprocess.TimeoutExpired as exc:
             raise FhirValidatorError(f"the FHIR validator did not finish within {timeout_s:.0f} s") from exc
         if result.returncode != 0:

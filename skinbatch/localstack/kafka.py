@@ -268,7 +268,7 @@ def _java_executable() -> str:
 
 
 def _java_major(java: str) -> int:
-    out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)  # noqa: S603 - the java found above
     # `java -version` writes to stderr: 'openjdk version "17.0.15" ...' or '"1.8.0_392"'.
     match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
     if not match:
@@ -354,7 +354,7 @@ def ensure_kafka_jars(cache_dir: Path | None = None, *, timeout_s: float = 1800.
         log.info("Fetching the Kafka %s jars with Maven into %s (once, about 45 MB)", kafka_version(), libs)
         started = time.monotonic()
         try:
-            result = subprocess.run(
+            result = subprocess.run(  # noqa: S603 - Maven on our own POM
                 command, cwd=home, capture_output=True, text=True, timeout=timeout_s, check=False
             )
         except subprocess.TimeoutExpired as exc:

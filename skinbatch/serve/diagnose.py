@@ -3,7 +3,7 @@
 Triton 2.51 writes one line per event, the message in JSON-style quotes with ``\\n`` escapes, e.g.::
 
     E1127 07:05:52.579387 4631 model_lifecycle.cc:642] "failed to load 'broken' version 1: Internal: ..."
-    E1127 07:06:09.815777 4850 main.cc:257] "failed to start HTTP service: Unavailable - Socket '127.0.0.1:18000' already in use "
+    E1127 07:06:09.815777 4850 main.cc:257] "failed to start HTTP service: … Socket '127.0.0.1:18000' already in use "
     error: creating server: Internal - failed to stat file /srv/models
 
 Pure functions on text, so they can be tested without a server.
@@ -23,7 +23,8 @@ _ENSEMBLE_MISSING = re.compile(
 )
 _STUB_FAILED = re.compile(r"Failed to (?:pre)?initialize Python stub(?: for auto-complete)?: (?P<reason>.*?)\"?\s*$")
 _PORT_IN_USE = re.compile(
-    r"failed to start (?P<service>HTTP|GRPC|Metrics) service: .*?Socket '(?P<address>[^']*):(?P<port>\d+)' already in use"
+    r"failed to start (?P<service>HTTP|GRPC|Metrics) service: "
+    r".*?Socket '(?P<address>[^']*):(?P<port>\d+)' already in use"
 )
 _CREATING_SERVER = re.compile(r"^error: creating server: (?P<reason>.*)$", re.MULTILINE)
 _SERVICE_NAMES = {"HTTP": "HTTP", "GRPC": "gRPC", "Metrics": "metrics"}

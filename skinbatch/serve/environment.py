@@ -197,7 +197,7 @@ def stub_numpy_version(env: Mapping[str, str], cwd: Path | None = None) -> str |
     """
     python = environment_bin_dir() / "python3"
     code = "import numpy, sys; sys.stdout.write(numpy.__version__)"
-    result = subprocess.run(
+    result = subprocess.run(  # noqa: S603 - the stub's own interpreter
         [str(python), "-I", "-c", code],
         env=dict(env),
         cwd=cwd,

@@ -105,8 +105,8 @@ def _emit(report: StatusReport, as_json: bool, clear: bool) -> None:
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
               help="Seconds to wait for each answer from Triton or Kafka.")
 def status(triton: TritonTarget, metrics_url: str | None, model: str, kafka: KafkaConnection | None,
-           group_id: str | None, consumer_metrics: tuple[str, ...], dead_letter_topic: str, watch: bool, interval: float, count: int | None,
-           as_json: bool, timeout_s: float) -> None:
+           group_id: str | None, consumer_metrics: tuple[str, ...], dead_letter_topic: str, watch: bool,
+           interval: float, count: int | None, as_json: bool, timeout_s: float) -> None:
     """Health and throughput of Triton (and of a Kafka consumer group).
 
     Reports whether the server is live and ready, each model's readiness and version, and per model:

@@ -21,6 +21,7 @@ from .kafka_lag import GroupStatus, KafkaSnapshot, group_status
 from .prometheus import fetch_metrics, parse_metrics
 from .triton_stats import ModelCounters, ModelFigures, counters_from_metrics, counters_from_statistics, model_figures
 
+
 @dataclass
 class TritonSnapshot:
     taken_at: float
@@ -34,7 +35,9 @@ class TritonSnapshot:
     """The whole served card (its reference distribution, for the drift figures)."""
 
 
-def read_triton(target: TritonTarget, metrics_url: str, model: str = ENSEMBLE, timeout_s: float = 3.0) -> TritonSnapshot:
+def read_triton(
+    target: TritonTarget, metrics_url: str, model: str = ENSEMBLE, timeout_s: float = 3.0
+) -> TritonSnapshot:
     from skinbatch.modelcard import card_from_model_config
     from skinbatch.scoring import open_transport
 

@@ -49,7 +49,8 @@ def render_text(report: StatusReport) -> str:
         for f in report.models:
             reasons = {r: n for r, n in f.failure_reasons.items() if n}
             if reasons:
-                out.append(f"  {f.model} failures by reason: " + ", ".join(f"{r or '?'} {n}" for r, n in reasons.items()))
+                listed = ", ".join(f"{r or '?'} {n}" for r, n in reasons.items())
+                out.append(f"  {f.model} failures by reason: {listed}")
     if report.metrics_error:
         out.append(f"(metrics endpoint not read: {report.metrics_error}; figures from the statistics API)")
     k = report.kafka
@@ -63,9 +64,11 @@ def render_text(report: StatusReport) -> str:
             frac = (f", {100 * k.dead_letter_fraction:.1f}% of messages finished"
                     if k.dead_letter_fraction is not None else "")
             consumed = f"; consuming {k.consumed_per_s:.1f} msg/s" if k.consumed_per_s is not None else ""
-            out.append(f"Dead letters ({k.dead_letter_topic}): {k.dead_letters_retained} retained, rate {rate}{frac}{consumed}")
+            out.append(f"Dead letters ({k.dead_letter_topic}): {k.dead_letters_retained} retained, "
+                       f"rate {rate}{frac}{consumed}")
         else:
-            out.append(f"Dead-letter topic {k.dead_letter_topic!r} does not exist (no dead letters yet, or pass --dead-letter-topic)")
+            out.append(f"Dead-letter topic {k.dead_letter_topic!r} does not exist "
+                       "(no dead letters yet, or pass --dead-letter-topic)")
     d = report.drift
     if d is not None:
         out.append("")

@@ -16,8 +16,9 @@ File format (JSON, ``"format": "skinbatch-taxonomy/1"``)::
 Leaves are diseases and carry ``images`` (how many training images are labelled with that disease).
 Names are unique across the tree: they are the identifiers. Any node may carry a coded concept,
 ``"code": {"scheme": "SCT", "value": "254701007", "meaning": "Basal cell carcinoma of skin"}``
-(:mod:`skinbatch.taxonomy.codes`); reports use it, and fall back to a private code for nodes without one. ``training_classes`` lists the nodes the
-checkpoint was trained on, in the order of its outputs; each stands for itself and all its descendants.
+(:mod:`skinbatch.taxonomy.codes`); reports use it, and fall back to a private code for nodes without one.
+``training_classes`` lists the nodes the checkpoint was trained on, in the order of its outputs; each stands
+for itself and all its descendants.
 The first level under the root is the 3-way task, the second level the 9-way task (Esteva et al. 2017).
 """
 

@@ -5,7 +5,7 @@ and many concurrent Triton requests, ``state`` keeps the resumable results (keye
 ``report`` writes the CSV and the HTML report, ``cli`` is ``skinbatch triage``.
 """
 
-from .run import RunOptions, RunSummary, Runner
+from .run import Runner, RunOptions, RunSummary
 from .state import STATE_FILE, TriageStore
 from .walk import Discovery, discover
 

@@ -206,7 +206,8 @@ def thumbnail_data_uri(path: str, sha256: str, frame: int, preprocessing: Prepro
 def overlay_data_uri(pixels: np.ndarray, cam: np.ndarray, size: int = THUMBNAIL) -> str:
     """A PNG data URI of the map alone, translucent, at the thumbnail's size: the page lays it over the
     thumbnail (one JPEG per image, the map as a layer that hovering hides)."""
-    layer = heat_layer(cam, _thumbnail(pixels, size).shape[:2])
+    height, width = _thumbnail(pixels, size).shape[:2]
+    layer = heat_layer(cam, (height, width))
     return "data:image/png;base64," + base64.b64encode(encode_image(layer, "PNG")).decode("ascii")
 
 
@@ -254,8 +255,10 @@ border-radius:6px;margin:14px 0;font-weight:600}
 .rank{font-weight:700;font-size:14px} .score{font-size:18px;font-weight:700}
 .bar{height:6px;background:#e9ecef;border-radius:3px;margin:4px 0 6px}
 .bar i{display:block;height:6px;border-radius:3px}
-.path{color:#333;word-break:break-all} .uid{color:#666;font-family:ui-monospace,monospace;font-size:10px;word-break:break-all}
-table{border-collapse:collapse;background:#fff;font-size:13px} th,td{border:1px solid #dde1e6;padding:6px 10px;text-align:left;vertical-align:top}
+.path{color:#333;word-break:break-all}
+.uid{color:#666;font-family:ui-monospace,monospace;font-size:10px;word-break:break-all}
+table{border-collapse:collapse;background:#fff;font-size:13px}
+th,td{border:1px solid #dde1e6;padding:6px 10px;text-align:left;vertical-align:top}
 th{background:#eef1f4} td.num{text-align:right} .examples{font-size:11px;color:#555;word-break:break-all}
 """
 
@@ -282,7 +285,8 @@ def _card_html(rank: int, row: FrameRow, uri: str | None, also: int, overlay_uri
     hue = 120 - 120 * row.malignancy
     if uri and overlay_uri:
         # The overlay sits on the plain thumbnail; hovering hides it to show the image alone.
-        img = (f'<div class="pair" title="malignancy map; hover to hide"><img src="{uri}" alt="model input, rank {rank}">'
+        img = (f'<div class="pair" title="malignancy map; hover to hide">'
+               f'<img src="{uri}" alt="model input, rank {rank}">'
                f'<img class="map" src="{overlay_uri}" alt="malignancy map over the model input, rank {rank}"></div>')
     elif uri:
         img = f'<img src="{uri}" alt="model input, rank {rank}">'
@@ -312,7 +316,7 @@ MAP_LEGEND = ("Coloured overlay: where the network found evidence for “maligna
 def render_html(*, model: dict[str, Any], run: dict[str, Any], top: Sequence[TopImage | tuple[Any, ...]],
                 scores: Sequence[float], errors: Sequence[ErrorRow], csv_name: str, generated_at: str) -> str:
     """The whole report page. Pure: thumbnails and overlays arrive as data URIs."""
-    top = [TopImage(*entry) for entry in top]
+    images = [TopImage(*entry) for entry in top]
     untrained = (
         '<div class="warn">Untrained model (demo weights): these scores are random and must not be used '
         "clinically.</div>" if not model.get("trained", False) else "")
@@ -334,8 +338,8 @@ def render_html(*, model: dict[str, Any], run: dict[str, Any], top: Sequence[Top
     failures = (
         "<table><tr><th>error</th><th>files</th><th>meaning</th><th>examples</th></tr>" + failure_rows + "</table>"
         if errors else "<p>No failures.</p>")
-    cards = "".join(_card_html(t.rank, t.row, t.thumbnail, t.also, t.overlay) for t in top)
-    legend = f'<p class="maplegend">{_esc(MAP_LEGEND)}</p>' if any(t.overlay for t in top) else ""
+    cards = "".join(_card_html(t.rank, t.row, t.thumbnail, t.also, t.overlay) for t in images)
+    legend = f'<p class="maplegend">{_esc(MAP_LEGEND)}</p>' if any(t.overlay for t in images) else ""
     weights = str(model.get("weights_sha256", ""))[:16]
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>skinbatch triage report</title>
@@ -343,7 +347,8 @@ def render_html(*, model: dict[str, Any], run: dict[str, Any], top: Sequence[Top
 <body>
 <h1>skinbatch triage report</h1>
 <div class="meta">Model {_esc(model.get('name', '?'))} version {_esc(model.get('version', '?'))}
- · weights sha256 {_esc(weights)}… · generated {_esc(generated_at)} · full list: <a href="{_esc(csv_name)}">{_esc(csv_name)}</a></div>
+ · weights sha256 {_esc(weights)}… · generated {_esc(generated_at)}
+ · full list: <a href="{_esc(csv_name)}">{_esc(csv_name)}</a></div>
 {untrained}
 <div class="stats">{''.join(f'<div class="stat"><b>{_esc(v)}</b><span>{_esc(k)}</span></div>' for v, k in stats)}</div>
 <h2>Highest risk ({len(top)} shown)</h2>

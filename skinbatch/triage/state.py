@@ -220,7 +220,8 @@ class TriageStore:
 
     def error_rows(self, paths: set[str] | None = None) -> Iterator[ErrorRow]:
         cur = self._db.execute(
-            "SELECT p.path, p.sha256, COALESCE(c.error_type, p.error_type), COALESCE(c.error_message, p.error_message), "
+            "SELECT p.path, p.sha256, COALESCE(c.error_type, p.error_type), "
+            "COALESCE(c.error_message, p.error_message), "
             "c.bytes FROM paths p LEFT JOIN contents c ON c.sha256 = p.sha256 "
             "WHERE p.sha256 IS NULL OR c.status = 'rejected' ORDER BY 3, p.path")
         for r in cur:

@@ -98,7 +98,8 @@ def test_maps_on_request_and_fhir_bundles(kafka_broker: Any, served_triton: Any,
     assert values == pytest.approx(sorted([results["dicom-map:1"]["malignancy"], results["dicom-map:2"]["malignancy"]]),
                                    abs=1e-6)
     text = json.dumps(dicom_bundle)
-    assert results["dicom-map:1"]["input"]["sha256"] in text and results["dicom-map:1"]["model"]["weights_sha256"] in text
+    result = results["dicom-map:1"]
+    assert result["input"]["sha256"] in text and result["model"]["weights_sha256"] in text
 
     # Redelivery (the same messages consumed again): the same resource ids, so a FHIR server updates.
     _, again = consume("g-again")

@@ -25,11 +25,11 @@ from pydicom.uid import generate_uid
 
 from skinbatch.dicomweb.client import DicomWebArchive, DicomWebSettings
 from skinbatch.dicomweb.sr import read_score_report, sr_series_uid
-from tests.fixtures.sr_checks import assert_tid1500, run_dciodvfy, run_dsrdump
 from skinbatch.imaging import decode, preprocess
 from skinbatch.samples import pydicom_colour_files
 from skinbatch.scoring import TritonScorer
 from tests.fixtures.orthanc import ORTHANC_USER
+from tests.fixtures.sr_checks import assert_tid1500, run_dciodvfy, run_dsrdump
 from tests.fixtures.stack import REPO_ROOT, ConsumerProcess, TopicReader, produce, unique_topics
 
 pytestmark = pytest.mark.system
@@ -109,7 +109,8 @@ def test_uid_requests_are_scored_like_inline_and_reports_land_in_the_study(
             value = json.dumps(ref).encode()
         items.append((f"inst-{i}", value, []))
     first = datasets[0]
-    items.append(("series-0", json.dumps({"study": first.StudyInstanceUID, "series": first.SeriesInstanceUID}).encode(), []))
+    series = {"study": first.StudyInstanceUID, "series": first.SeriesInstanceUID}
+    items.append(("series-0", json.dumps(series).encode(), []))
     items.append(("missing", json.dumps({"study": first.StudyInstanceUID, "series": first.SeriesInstanceUID,
                                          "instance": "1.2.3.4.5.6.7"}).encode(), []))
     items.append(("no-archive-study", b"dicomweb:studies/1.2.3.999", []))
@@ -211,7 +212,8 @@ def test_archive_down_ten_seconds_then_sigkill_loses_nothing_and_duplicates_no_r
     ids = [f"o-{i:03d}" for i in range(36)]
     refs = [json.dumps({"study": ds.StudyInstanceUID, "series": ds.SeriesInstanceUID,
                         "instance": ds.SOPInstanceUID}).encode() for ds in sources]
-    produce(kafka_broker.bootstrap_servers, topics["request"], [(rid, refs[i % len(refs)], []) for i, rid in enumerate(ids)])
+    produce(kafka_broker.bootstrap_servers, topics["request"],
+            [(rid, refs[i % len(refs)], []) for i, rid in enumerate(ids)])
     consumer = _consumer(kafka_broker, served_triton, orthanc, topics, "g-dw-down", tmp_path / "consumer.log",
                          "--max-in-flight", "4")
     reader = TopicReader(kafka_broker.bootstrap_servers, topics["result"], topics["dead"])

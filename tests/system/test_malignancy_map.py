@@ -20,7 +20,8 @@ import pytest
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(900)]
 
-grpcclient = pytest.importorskip("tritonclient.grpc", reason="needs tritonclient[grpc], a dependency of skinbatch: reinstall it")
+grpcclient = pytest.importorskip("tritonclient.grpc",
+                                 reason="needs tritonclient[grpc], a dependency of skinbatch: reinstall it")
 torch = pytest.importorskip("torch", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
 
 from skinbatch.converter.export import sample_images  # noqa: E402

@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 
 from skinbatch.contract import ExitCode
-
 from skinbatch.serve import (
     LocalTriton,
     ModelLoadError,

@@ -62,7 +62,8 @@ def test_scores_are_named_only_with_the_cards_own_version(card: Any) -> None:
     image = np.zeros((1, 299, 299, 3), np.uint8)
     for version in (card.version, "99"):
         transport = _Transport(version, card)
-        transport.model_config = lambda model, timeout_s: {"parameters": {"model_card": {"string_value": card.to_json()}}}  # type: ignore[attr-defined]
+        served = {"parameters": {"model_card": {"string_value": card.to_json()}}}
+        transport.model_config = lambda model, timeout_s: served  # type: ignore[attr-defined]
         scorer = TritonScorer("x:1", transport=transport)  # type: ignore[arg-type]
         scorer.infer_async(image, lambda s, e: got.append((s, e)))
     (scores, error), (no_scores, changed) = got

@@ -155,14 +155,14 @@ def open_pillow(data: bytes, formats: Iterable[str], fmt: str) -> Image.Image:
             "together with DecodeLimits.max_pixels if this is a real image",
             format=fmt,
         ) from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of Pillow on these bytes is bad input
         raise pillow_error(exc, fmt, "reading the header") from None
 
 
 def load_pillow(im: Image.Image, fmt: str) -> None:
     try:
         im.load()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of Pillow on these bytes is bad input
         raise pillow_error(exc, fmt, "decoding the pixels") from None
 
 

@@ -97,7 +97,7 @@ def decode(data: bytes, limits: DecodeLimits, min_side: int | None) -> DecodedIm
     spp = _required_int(ds, "SamplesPerPixel")
     bits_allocated = _required_int(ds, "BitsAllocated")
     bits_stored = _optional_int(ds, "BitsStored", bits_allocated)
-    signed = _optional_int(ds, "PixelRepresentation", 0) == 1
+    _optional_int(ds, "PixelRepresentation", 0)  # a malformed value fails here, by name, not deep in pydicom
     nframes = _optional_int(ds, "NumberOfFrames", 1)
     pi = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
     check_size(cols, rows, nframes, limits, fmt=FORMAT)
@@ -142,13 +142,14 @@ def _result(
 def _read(data: bytes, limits: DecodeLimits) -> tuple[Any, str]:
     from pydicom import dcmread
     from pydicom.filereader import _read_file_meta_info, read_preamble  # no public bytes-level API
+    from pydicom.uid import UID
 
     fp = io.BytesIO(data)
     try:
         read_preamble(fp, True)
         meta = _read_file_meta_info(fp)
         ts = str(meta.get("TransferSyntaxUID", "") or "").strip("\x00 ")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of pydicom on these bytes is bad input
         raise _dicom_error(exc, "reading the file meta information") from None
     if ts == _DEFLATED:
         # pydicom inflates the whole data set with no bound; check what it would allocate first.
@@ -162,7 +163,7 @@ def _read(data: bytes, limits: DecodeLimits) -> tuple[Any, str]:
                 ds.get(keyword)
     except ImageDecodeError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of pydicom on these bytes is bad input
         raise _dicom_error(exc, "parsing the data set") from None
     # pydicom only warns when the data ends inside an element of undefined length (encapsulated pixel
     # data, sequences) and then drops that element; without this, a cut file reads as "no pixel data".
@@ -177,7 +178,7 @@ def _read(data: bytes, limits: DecodeLimits) -> tuple[Any, str]:
         ts = (
             "1.2.840.10008.1.2" if implicit else ("1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2")
         )
-        ds.file_meta.TransferSyntaxUID = ts
+        ds.file_meta.TransferSyntaxUID = UID(ts)
     return ds, ts
 
 
@@ -198,7 +199,7 @@ def _check_inflated_size(deflated: bytes, limits: DecodeLimits) -> None:
 def _required_int(ds: Any, keyword: str) -> int:
     try:
         value = ds.get(keyword)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of pydicom on these bytes is bad input
         raise _dicom_error(exc, f"reading {keyword}") from None
     if value is None or value == "":
         raise CorruptImageError(
@@ -210,7 +211,7 @@ def _required_int(ds: Any, keyword: str) -> int:
 def _optional_int(ds: Any, keyword: str, default: int) -> int:
     try:
         value = ds.get(keyword)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of pydicom on these bytes is bad input
         raise _dicom_error(exc, f"reading {keyword}") from None
     if value is None or value == "":
         return default
@@ -292,7 +293,7 @@ def _encapsulated_frames(ds: Any, nframes: int) -> Iterator[bytes]:
                 return
     except ImageDecodeError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of pydicom on these bytes is bad input
         raise _dicom_error(exc, "splitting the encapsulated pixel data into frames") from None
     raise TruncatedImageError(
         f"the encapsulated pixel data holds {count} of the {nframes} frames it declares; re-send the complete file",
@@ -319,7 +320,7 @@ def _decode_jpeg_frames(
         raw_ycc = spp == 3 and header.libjpeg_sees_ycbcr and not ybr_to_rgb
         try:
             im = Image.open(io.BytesIO(frame), formats=["JPEG"])
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of Pillow on these bytes is bad input
             raise pillow_error(exc, FORMAT, "reading a JPEG frame header") from None
         try:
             mode = "YCbCr" if raw_ycc else ("L" if spp == 1 else "RGB")
@@ -333,7 +334,7 @@ def _decode_jpeg_frames(
             if arr.ndim == 3:
                 arr = arr[:, :, 0]
             if pi == "MONOCHROME1":
-                arr = 255 - arr
+                arr = np.invert(arr)  # 255 - arr, in uint8
             arr = grey_to_rgb(arr)
         elif ybr_to_rgb and not header.libjpeg_sees_ycbcr:
             # libjpeg handed back the components untouched; convert the way pydicom does.
@@ -398,7 +399,7 @@ def _decode_with_pydicom(decoder: Any, ds: Any, pi: str, nframes: int) -> Iterat
                 yield np.ascontiguousarray(scale_to_uint8(arr, bits, signed))
     except ImageDecodeError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of pydicom on these bytes is bad input
         raise _dicom_error(exc, "decoding the pixel data") from None
 
 

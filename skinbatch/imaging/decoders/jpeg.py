@@ -172,6 +172,6 @@ def _orientation(im: Image.Image) -> int | None:
     # A broken EXIF block must not cost the image; the photo is still usable unrotated.
     try:
         value = im.getexif().get(0x0112)
-    except Exception:
+    except Exception:  # noqa: BLE001 - see above
         return None
     return int(value) if isinstance(value, int) and 1 <= value <= 8 else None

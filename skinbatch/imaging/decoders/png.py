@@ -34,7 +34,7 @@ def decode(data: bytes, limits: DecodeLimits, min_side: int | None) -> DecodedIm
             reduction = min(8, min(width, height) // min_side)
             try:
                 im = im.reduce(reduction)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure of Pillow on these bytes is bad input
                 raise pillow_error(exc, FORMAT, "reducing the image") from None
         arr, mono, alpha = pil_to_rgb(im)
     finally:

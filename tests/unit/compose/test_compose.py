@@ -342,8 +342,8 @@ def test_consumer_environment_parses_through_the_cli(services: dict[str, Any], m
     config = ConsumerConfig(**options)
     assert config.bootstrap_servers == "kafka:9092" and config.triton_url == "triton:8001"
     assert config.metrics_host == "0.0.0.0" and config.metrics_port == 9108
-    assert config.kafka_connection().client_kwargs() == {"bootstrap_servers": ["kafka:9092"], "security_protocol": "PLAINTEXT"}, \
-        "empty SASL variables must drop out"
+    plain = {"bootstrap_servers": ["kafka:9092"], "security_protocol": "PLAINTEXT"}
+    assert config.kafka_connection().client_kwargs() == plain, "empty SASL variables must drop out"
 
 
 def test_stop_grace_period_covers_the_drain(services: dict[str, Any]) -> None:
@@ -668,7 +668,8 @@ def test_k8s_services_and_ports_agree(k8s: dict[tuple[str, str], dict[str, Any]]
     for kind in ("http", "grpc", "metrics"):
         assert f"--{kind}-port={named[kind]}" in args
     service = k8s[("Service", "triton")]
-    assert service["spec"]["selector"].items() <= k8s[("Deployment", "triton")]["spec"]["template"]["metadata"]["labels"].items()
+    pods = k8s[("Deployment", "triton")]["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pods.items()
     ports = {p["name"]: p for p in service["spec"]["ports"]}
     assert all(p["targetPort"] in named for p in ports.values())
     assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
@@ -679,7 +680,9 @@ def test_k8s_services_and_ports_agree(k8s: dict[tuple[str, str], dict[str, Any]]
     assert config["SKINBATCH_METRICS_HOST"] == "0.0.0.0"
 
 
-def test_k8s_consumer_settings_are_cli_options(k8s: dict[tuple[str, str], dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_k8s_consumer_settings_are_cli_options(
+    k8s: dict[tuple[str, str], dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from skinbatch.consumer.cli import consume
     from skinbatch.consumer.config import ConsumerConfig
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from skinbatch.connect.triton import ACCEPTED_FORMS, TritonEndpoint, TritonTLS, parse_triton_url
 from skinbatch.contract import ConfigurationError

@@ -64,7 +64,8 @@ def test_served_graph_map_equals_pytorch_cam(converted) -> None:
 
 
 def test_map_weights_and_nodes_stay_fp32_in_the_fp16_graph(converted) -> None:
-    pytest.importorskip("onnxconverter_common", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
+    pytest.importorskip("onnxconverter_common",
+                        reason="needs the converter's packages: pip install 'skinbatch[convert]'")
     from skinbatch.converter.fp16 import to_mixed_fp16
 
     fp16 = to_mixed_fp16(onnx.load(str(converted.onnx_fp32)))

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 torch = pytest.importorskip("torch", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
-torchvision = pytest.importorskip("torchvision", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
+torchvision = pytest.importorskip("torchvision",
+                                  reason="needs the converter's packages: pip install 'skinbatch[convert]'")
 
 from skinbatch.converter.checkpoint import (  # noqa: E402
     demo_weights,

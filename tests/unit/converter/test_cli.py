@@ -70,8 +70,7 @@ def test_checkpoint_class_mismatch_via_cli(demo_checkpoint: Path, tmp_path: Path
 
 
 def test_user_onnx_through_the_pipeline(tmp_path: Path) -> None:
-    from skinbatch.converter import ConvertOptions
-    from skinbatch.converter import convert as run
+    from skinbatch.converter import ConvertOptions, convert as run
     from tests.unit.converter.test_export import _export_tiny
 
     _export_tiny(tmp_path / "user.onnx", layout="nhwc")

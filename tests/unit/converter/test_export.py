@@ -125,7 +125,8 @@ class _Nhwc(torch.nn.Module):
         return self.net(x.permute(0, 3, 1, 2))
 
 
-@pytest.mark.parametrize("layout,tail", [("nchw", "logits"), ("nhwc", "logits"), ("nchw", "softmax"), ("nchw", "log_softmax")])
+@pytest.mark.parametrize("layout,tail",
+                         [("nchw", "logits"), ("nhwc", "logits"), ("nchw", "softmax"), ("nchw", "log_softmax")])
 @pytest.mark.parametrize("normalization", ["inception", "imagenet"])
 def test_adapted_user_onnx_takes_uint8_and_matches(tmp_path: Path, layout: str, tail: str, normalization: str) -> None:
     net, original = _export_tiny(tmp_path / "user.onnx", layout, tail)

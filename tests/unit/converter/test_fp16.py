@@ -66,7 +66,8 @@ def test_fp16_drift_is_measured_and_small(converted, models) -> None:
     _, fp16 = models
     images = sample_images(6, seed=4)
     report = compare(
-        run_onnx(converted.onnx_fp32, images), run_onnx(fp16, images), malignancy_matrix(converted.taxonomy), ORT_CPU_METHOD
+        run_onnx(converted.onnx_fp32, images), run_onnx(fp16, images), malignancy_matrix(converted.taxonomy),
+        ORT_CPU_METHOD,
     )
     assert report.images == 6
     assert 0 < report.max_abs_prob < 5e-3

@@ -13,7 +13,6 @@ from tritonclient.grpc import model_config_pb2 as mc  # noqa: E402
 
 from skinbatch.converter.errors import ConverterError  # noqa: E402
 from skinbatch.converter.pipeline import preprocessing_dict  # noqa: E402
-from skinbatch.taxonomy.card import taxonomy_card_entry  # noqa: E402
 from skinbatch.converter.repository import (  # noqa: E402
     LABEL_FILES,
     TARGETS,
@@ -31,6 +30,7 @@ from skinbatch.converter.repository import (  # noqa: E402
 from skinbatch.converter.tensorrt_engine import profile_shapes  # noqa: E402
 from skinbatch.modelcard import ModelCard, card_from_model_config, load_model_card  # noqa: E402
 from skinbatch.taxonomy import default_taxonomy  # noqa: E402
+from skinbatch.taxonomy.card import taxonomy_card_entry  # noqa: E402
 
 TAXONOMY = default_taxonomy()
 K = len(TAXONOMY.training_classes)
@@ -178,7 +178,8 @@ def test_converted_cpu_repository(cpu_repository: Path, converted) -> None:
                                   "antialias": True, "normalization": "inception"}
     assert card.taxonomy["sha256"] == TAXONOMY.sha256() and card.max_batch_size == 16
     assert any("parity" in note for note in card.notes)
-    assert card_from_model_config(json_format.MessageToDict(configs["skin_classifier"], preserving_proto_field_name=True)) == card
+    ensemble = json_format.MessageToDict(configs["skin_classifier"], preserving_proto_field_name=True)
+    assert card_from_model_config(ensemble) == card
 
 
 # -- MALIGNANCY_MAP and the card's optional fields ---------------------------------------------------------

@@ -8,14 +8,21 @@ import pytest
 ort = pytest.importorskip("onnxruntime", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
 pytest.importorskip("onnx", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
 
-from skinbatch.converter.taxonomy_model import COARSE_PROBS, FINE_PROBS, MALIGNANCY, TRAINING_PROBS_OUT, build_taxonomy_onnx  # noqa: E402
+from skinbatch.converter.taxonomy_model import (  # noqa: E402
+    COARSE_PROBS,
+    FINE_PROBS,
+    MALIGNANCY,
+    TRAINING_PROBS_OUT,
+    build_taxonomy_onnx,
+)
 from skinbatch.taxonomy import aggregate, coarse_matrix, default_taxonomy, fine_matrix, malignancy_matrix  # noqa: E402
 
 
 def test_taxonomy_onnx_equals_aggregate() -> None:
     taxonomy = default_taxonomy()
     k = len(taxonomy.training_classes)
-    session = ort.InferenceSession(build_taxonomy_onnx(taxonomy).SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(build_taxonomy_onnx(taxonomy).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.full(k, 0.3), size=17).astype(np.float32)
     probs[0] = np.eye(k, dtype=np.float32)[k - 1]  # all mass on one class

@@ -85,7 +85,8 @@ def test_the_fallback_build_pins_the_map_layers_to_fp32() -> None:
             self.output_types[index] = dtype
 
     layers = [Layer("/net/fc/Gemm"), Layer("skinbatch/cam/MatMulWeights"), Layer("skinbatch/cam/ReshapeMap")]
-    outputs = [SimpleNamespace(name="TRAINING_PROBS", dtype="half"), SimpleNamespace(name="MALIGNANCY_MAP", dtype="half")]
+    outputs = [SimpleNamespace(name="TRAINING_PROBS", dtype="half"),
+               SimpleNamespace(name="MALIGNANCY_MAP", dtype="half")]
     network = SimpleNamespace(num_layers=3, get_layer=layers.__getitem__, num_outputs=2, get_output=outputs.__getitem__)
     flags: list[str] = []
     config = SimpleNamespace(set_flag=flags.append)

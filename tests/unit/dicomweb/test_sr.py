@@ -53,7 +53,9 @@ def _roundtrip(ds: pydicom.Dataset) -> pydicom.Dataset:
     return pydicom.dcmread(io.BytesIO(buf.getvalue()))
 
 
-def _report(name: str, frames: list[int], **kwargs: object) -> tuple[pydicom.Dataset, pydicom.Dataset, dict[int, Scores]]:
+def _report(
+    name: str, frames: list[int], **kwargs: object
+) -> tuple[pydicom.Dataset, pydicom.Dataset, dict[int, Scores]]:
     source = _source(name)
     scores = {n: _scores(n) for n in frames}
     with warnings.catch_warnings():
@@ -114,7 +116,8 @@ def test_the_report_has_the_rows_tid1500_requires_and_names_the_model_as_device_
     assert device.uid == device_observer_uid(MODEL)
     assert (device.name, device.manufacturer_name, device.model_name) == ("demo", "skinbatch", "demo 3")
     group = report.get_image_measurement_groups()[0]
-    algorithm = {item.name: item.value for item in group[0].ContentSequence if item.value_type == hd.sr.ValueTypeValues.TEXT}
+    algorithm = {item.name: item.value for item in group[0].ContentSequence
+                 if item.value_type == hd.sr.ValueTypeValues.TEXT}
     assert (algorithm[codes.DCM.AlgorithmName], algorithm[codes.DCM.AlgorithmVersion]) == ("demo", "3")
     assert sr.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == "99SKINBATCH"
 
@@ -165,7 +168,8 @@ def test_read_score_report_gives_back_labels_numbers_frames_and_traceability(nam
     assert sr.SOPInstanceUID == sr_instance_uid(source.SOPInstanceUID, MODEL)
     assert sr.SeriesInstanceUID == sr_series_uid(source.StudyInstanceUID, MODEL)
     evidence = sr.CurrentRequestedProcedureEvidenceSequence[0]
-    assert evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    referenced = evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert referenced.ReferencedSOPInstanceUID == source.SOPInstanceUID
     model, parsed = read_score_report(sr)
     assert model == {k: MODEL[k] for k in ("name", "version", "trained", "weights_sha256")}
     assert [p.frame for p in parsed] == (frames if len(frames) > 1 or int(source.get("NumberOfFrames", 1) or 1) > 1

@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skinbatch.evaluate.metrics import (MetricError, accuracy, bootstrap_auc_ci, confusion_matrix, operating_point,
-                                        roc_auc, roc_curve)
+from skinbatch.evaluate.metrics import (
+    MetricError,
+    accuracy,
+    bootstrap_auc_ci,
+    confusion_matrix,
+    operating_point,
+    roc_auc,
+    roc_curve,
+)
 
 sk_metrics = pytest.importorskip("sklearn.metrics", reason="needs scikit-learn: pip install 'skinbatch[test]'")
 

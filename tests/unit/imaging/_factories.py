@@ -13,9 +13,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 import pydicom.data
+from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import generate_uid

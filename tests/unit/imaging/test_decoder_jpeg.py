@@ -83,7 +83,8 @@ def test_dct_downscaling_keeps_the_shorter_side_and_the_result(size: int) -> Non
     assert f.mad(preprocess(img.arrays[0], p), preprocess(decode_image(data)[0], p)) <= 2
 
 
-@pytest.mark.parametrize("p", [Preprocessing(size=64, antialias=False), Preprocessing(size=64, interpolation="nearest")])
+@pytest.mark.parametrize("p", [Preprocessing(size=64, antialias=False),
+                               Preprocessing(size=64, interpolation="nearest")])
 def test_no_downscaling_when_the_resize_samples_pixels(p: Preprocessing) -> None:
     img = decode(f.jpeg(f.photo(640, 480)), target=p)
     assert img.reduction == 1 and img.arrays[0].shape == (480, 640, 3)

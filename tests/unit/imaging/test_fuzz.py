@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
 from skinbatch.imaging import DecodedImage, DecodeLimits, ImageDecodeError, Preprocessing, decode
@@ -170,7 +169,8 @@ for i in range(400):
     data = bytearray(SEEDS[name])
     for _ in range(rng.randint(1, 3)):
         pos = rng.randrange(min(len(data), 1024))
-        data[pos:pos + 4] = rng.choice([b"\xff\xff\xff\xff", b"\xff\xff", b"\x00\x00\x00\x00", bytes([rng.randrange(256)])])
+        data[pos:pos + 4] = rng.choice(
+            [b"\xff\xff\xff\xff", b"\xff\xff", b"\x00\x00\x00\x00", bytes([rng.randrange(256)])])
     try:
         decode(bytes(data), limits)
         kind = "ok"

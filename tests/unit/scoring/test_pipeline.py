@@ -18,8 +18,7 @@ from skinbatch.imaging import Preprocessing
 from skinbatch.imaging.model_input import ModelInput
 from skinbatch.modelcard import ModelCard
 from skinbatch.samples import synthetic_jpeg
-from skinbatch.scoring import Scores, ShmInput
-from skinbatch.scoring import decoding
+from skinbatch.scoring import Scores, ShmInput, decoding
 from skinbatch.scoring.pipeline import Mailbox, PipelineOptions, ScoredInput, ScoringPipeline
 from skinbatch.scoring.slots import attach
 from skinbatch.taxonomy import default_taxonomy

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from skinbatch.scoring.slots import SharedSlots, SlotRing, attach, remove_stale_segments, runs, segment_name
 

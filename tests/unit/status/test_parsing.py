@@ -11,8 +11,7 @@ from skinbatch.contract import ExitCode
 from skinbatch.status.health import health_from_index
 from skinbatch.status.kafka_lag import KafkaSnapshot, PartitionLag, group_status, partition_lags
 from skinbatch.status.prometheus import MetricsParseError, parse_metrics
-from skinbatch.status.triton_stats import (ModelCounters, counters_from_metrics, counters_from_statistics,
-                                           model_figures)
+from skinbatch.status.triton_stats import ModelCounters, counters_from_metrics, counters_from_statistics, model_figures
 
 TRITON_METRICS = """\
 # HELP nv_inference_request_success Number of successful inference requests, all batch sizes

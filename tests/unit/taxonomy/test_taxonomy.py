@@ -7,8 +7,7 @@ from itertools import count
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from skinbatch.taxonomy import (
     Node,

@@ -41,7 +41,8 @@ def _hot(cell: tuple[int, int], grid: int = 8) -> np.ndarray:
 
 def _cell_box(cell: tuple[int, int], size: int = SIZE, grid: int = 8) -> tuple[slice, slice]:
     step = size / grid
-    return (slice(int(cell[0] * step), int((cell[0] + 1) * step)), slice(int(cell[1] * step), int((cell[1] + 1) * step)))
+    return (slice(int(cell[0] * step), int((cell[0] + 1) * step)),
+            slice(int(cell[1] * step), int((cell[1] + 1) * step)))
 
 
 def _warm(pixels: np.ndarray) -> np.ndarray:
