@@ -144,7 +144,8 @@ def consumer_rate(broker: object, triton: object, values: list[bytes], archive: 
     producer.close()
     log = open(workdir / f"consumer-{tag}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "skinbatch.consumer.cli", "--bootstrap-servers", bootstrap, "--triton-url", triton_endpoint,
+        [sys.executable, "-m", "skinbatch.consumer.cli", "--bootstrap-servers", bootstrap,
+         "--triton-url", triton_endpoint,
          "--request-topic", req, "--result-topic", res, "--dead-letter-topic", dlq, "--group-id", f"bench-{tag}",
          "--archive-root", str(archive), "--metrics-port", "0", "--max-in-flight", str(2 * concurrency),
          "--max-infer-in-flight", str(concurrency), "--log-level", "WARNING"],

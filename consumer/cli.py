@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from skinbatch.logs import configure_logging
-
 from skinbatch.connect.kafka import COMPRESSION_TYPES
 from skinbatch.connect.options import KAFKA_OPTIONS, TRITON_OPTIONS, OptionSpec, env_name
 from skinbatch.contract import EXIT_CODE_EPILOG, SkinbatchError
+from skinbatch.logs import configure_logging
 
 from .config import ConsumerConfig
 
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
 _DEFAULTS = {f.name: f.default for f in fields(ConsumerConfig) if f.default is not MISSING}
 
 
-def _opt(name: str, help_text: str, **kw: object):  # type: ignore[no-untyped-def]
+def _opt(name: str, help_text: str, **kw: Any):  # type: ignore[no-untyped-def]
     flag = "--" + name.replace("_", "-")
     if "default" not in kw and name in _DEFAULTS and _DEFAULTS[name] is not None:
         kw["default"] = _DEFAULTS[name]

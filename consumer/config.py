@@ -12,7 +12,6 @@ from skinbatch.connect.triton import TritonTLS, parse_triton_url
 from skinbatch.contract import ENSEMBLE, ConfigurationError
 
 
-
 @dataclass
 class ConsumerConfig:
     bootstrap_servers: str
@@ -78,7 +77,8 @@ class ConsumerConfig:
 
     # A DICOMweb archive (PACS, VNA): requests may name instances in it by UID; scores may go back as SRs.
     dicomweb_url: str | None = None
-    """DICOMweb root (QIDO/WADO/STOW), e.g. https://pacs.example.org/dicom-web; DICOMweb requests are refused without it."""
+    """DICOMweb root (QIDO/WADO/STOW), e.g. https://pacs.example.org/dicom-web; DICOMweb requests are refused
+    without it."""
     dicomweb_user: str | None = None
     dicomweb_password: str | None = field(default=None, repr=False)
     dicomweb_token: str | None = field(default=None, repr=False)
@@ -127,7 +127,8 @@ class ConsumerConfig:
         from skinbatch.scoring.pipeline import SHARED_MEMORY_MODES
 
         if self.shared_memory not in SHARED_MEMORY_MODES:
-            raise ConfigurationError(f"--shared-memory {self.shared_memory!r}: use one of {', '.join(SHARED_MEMORY_MODES)}")
+            raise ConfigurationError(f"--shared-memory {self.shared_memory!r}: use one of "
+                                     f"{', '.join(SHARED_MEMORY_MODES)}")
         if self.compression_type not in COMPRESSION_TYPES:
             raise ConfigurationError(f"--compression-type {self.compression_type!r}: use one of "
                                      f"{', '.join(COMPRESSION_TYPES)}")

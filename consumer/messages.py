@@ -66,7 +66,8 @@ def result_message(
 
 
 def dead_letter_message(
-    *, request_id: str, error_type: str, error_message: str, src: dict[str, Any], input_info: dict[str, Any] | None = None
+    *, request_id: str, error_type: str, error_message: str, src: dict[str, Any],
+    input_info: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     msg: dict[str, Any] = {
         "request_id": _bounded(request_id, MAX_DEAD_LETTER_ID),

@@ -17,8 +17,10 @@ class ConsumerMetrics:
         self.messages = Counter(p + "messages_total", "Kafka messages finished, by outcome", ["outcome"], registry=r)
         self.images = Counter(p + "images_total", "Images (frames) scored", registry=r)
         self.errors = Counter(p + "errors_total", "Rejected inputs and retried faults, by type", ["type"], registry=r)
-        self.retries = Counter(p + "retries_total", "Retries after infrastructure faults, by stage", ["stage"], registry=r)
-        self.latency = Histogram(p + "end_to_end_seconds", "From the request's Kafka timestamp to its result acknowledged",
+        self.retries = Counter(p + "retries_total", "Retries after infrastructure faults, by stage", ["stage"],
+                               registry=r)
+        self.latency = Histogram(p + "end_to_end_seconds",
+                                 "From the request's Kafka timestamp to its result acknowledged",
                                  buckets=_LATENCY_BUCKETS, registry=r)
         self.decode_seconds = Histogram(p + "decode_seconds", "Decode and preprocess time per message",
                                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5), registry=r)

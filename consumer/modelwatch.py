@@ -81,7 +81,8 @@ class ModelWatch:
             return
         if served.model_summary() != current.model_summary():
             self.mailbox.post(self.on_changed, ServedModelChanged(
-                self.scorer.model, served.version, current.version, detail="its model card (weights or taxonomy) changed"))
+                self.scorer.model, served.version, current.version,
+                detail="its model card (weights or taxonomy) changed"))
         elif served.to_dict() != current.to_dict():
             self.mailbox.post(self.on_new_card, served)
 

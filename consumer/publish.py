@@ -14,6 +14,7 @@ from skinbatch.connect.kafka import COMPRESSION_TYPES, KafkaConnection, probe_ka
 from skinbatch.connect.options import kafka_options
 from skinbatch.contract import EXIT_CODE_EPILOG, ExitCode, KafkaProblem
 
+
 def iter_files(paths: list[Path]) -> Iterator[Path]:
     """Files as given, and folders walked recursively in a stable order (hidden files skipped)."""
     for path in paths:

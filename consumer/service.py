@@ -120,7 +120,8 @@ class ScoringConsumer:
         try:
             self.card = self._wait_for_model()
         except TritonTLSError as exc:
-            log.critical("cannot speak to Triton: %s", exc, extra={"event": "triton_tls", "exit_code": int(exc.exit_code)})
+            log.critical("cannot speak to Triton: %s", exc,
+                         extra={"event": "triton_tls", "exit_code": int(exc.exit_code)})
             return int(exc.exit_code)
         if self.card is None:
             return 0
@@ -158,7 +159,8 @@ class ScoringConsumer:
             except TritonUnavailable as exc:
                 log.warning("model card unreadable", extra={"event": "triton_wait", "error": str(exc)})
             self.metrics.triton_up.set(0)
-            log.warning("waiting for Triton", extra={"event": "triton_wait", "url": self.scorer.url, "retry_in_s": backoff})
+            log.warning("waiting for Triton",
+                        extra={"event": "triton_wait", "url": self.scorer.url, "retry_in_s": backoff})
             self._stop.wait(backoff)
             backoff = min(backoff * 2, self.config.retry_max_s)
         return None
@@ -360,7 +362,8 @@ class ScoringConsumer:
         base = self.base_id(job, ((d.dicom or {}).get("sop_instance_uid")) or d.sha256)
         frames = len(d.frame_numbers)
         # One frame named out of a multi-frame instance: its id keeps the ":<frame>" suffix.
-        one_frame_named = job.request is not None and job.request.dicomweb is not None and bool(job.request.dicomweb.frame)
+        reference = job.request.dicomweb if job.request is not None else None
+        one_frame_named = reference is not None and bool(reference.frame)
         total_ms = (time.monotonic() - job.polled) * 1000
         results = []
         for frame in job.frames:

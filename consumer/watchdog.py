@@ -12,7 +12,8 @@ ends. When a partition's backlog sits undelivered for ``stall_after_s`` it asks 
 service rejoins the group, which gives it a fresh assignment and fresh fetch positions); if a backlog
 is still undelivered ``stall_after_s`` of fetchable time later, or if the rejoin itself does not end
 in an assignment within ``stall_after_s``, it asks for an exit: the process stops with
-:attr:`skinbatch.contract.ExitCode.FETCH_STALLED`, the orchestrator restarts it, and uncommitted messages are redelivered to
+:attr:`skinbatch.contract.ExitCode.FETCH_STALLED`, the orchestrator restarts it, and uncommitted messages are
+redelivered to
 the new member (at least once).
 
 Not a stall: a paused consumer (backpressure, Triton or the archive down, draining), a partition with
@@ -25,6 +26,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Collection, Hashable, Mapping
 from dataclasses import dataclass, field
+
 
 class Verdict(enum.Enum):
     OK = "ok"

@@ -199,6 +199,7 @@ class ArchiveUnavailable(ArchiveError):
 class InputRejected(SkinbatchError):
     """Bad input: goes to the dead-letter topic (or the triage report) with a machine-readable type."""
 
+    exit_code = ExitCode.PARTIAL
     type: str = ErrorType.CORRUPT
 
     def __init__(self, message: str, type_: str | None = None) -> None:

@@ -129,10 +129,10 @@ class KafkaConnection:
 try:  # kafka-python 3.0 keeps it here; 2.x had kafka.sasl.oauth
     from kafka.net.sasl.oauth import AbstractTokenProvider
 except ImportError:  # pragma: no cover
-    from kafka.sasl.oauth import AbstractTokenProvider  # type: ignore[no-redef]
+    from kafka.sasl.oauth import AbstractTokenProvider
 
 
-class FileTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
+class FileTokenProvider(AbstractTokenProvider):
     """An OAUTHBEARER token provider for kafka-python that reads the token from a file every time."""
 
     def __init__(self, path: str) -> None:

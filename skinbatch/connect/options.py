@@ -143,7 +143,7 @@ def _folded(specs: tuple[OptionSpec, ...], parameter: str, build: Callable[[dict
                 if first_help:
                     overrides["help"] = first_help
             decorated = spec.decorator(**overrides)(decorated)
-        return decorated  # type: ignore[no-any-return]
+        return decorated
 
     return decorate
 

@@ -151,7 +151,8 @@ class TritonTLS:
     def check(self, endpoint: TritonEndpoint) -> None:
         """Refuse files that would be ignored, or that cannot be read: never drop TLS silently."""
         if self.given and not endpoint.tls:
-            flags = ", ".join(f"--triton-{n}" for n, v in (("ca", self.ca), ("cert", self.cert), ("key", self.key)) if v)
+            given = (("ca", self.ca), ("cert", self.cert), ("key", self.key))
+            flags = ", ".join(f"--triton-{n}" for n, v in given if v)
             raise ConfigurationError(
                 f"{flags} given, but {endpoint.url} is not a TLS endpoint: use "
                 f"{'grpcs' if endpoint.protocol == 'grpc' else 'https'}://{endpoint.address}, or drop {flags}")

@@ -19,8 +19,7 @@ import numpy as np
 
 from skinbatch.contract import ArchiveUnavailable, ErrorType
 from skinbatch.imaging import DecodeLimits, Preprocessing
-from skinbatch.imaging.model_input import ModelInput, prepare_model_input
-from skinbatch.imaging.model_input import decode_worker_init as _imaging_worker_init
+from skinbatch.imaging.model_input import ModelInput, decode_worker_init as _imaging_worker_init, prepare_model_input
 
 _slots: np.ndarray | None = None
 

@@ -10,16 +10,15 @@ from typing import Any
 
 import click
 
-from skinbatch.imaging import DecodeLimits
 from skinbatch.connect.options import TritonTarget, triton_options
 from skinbatch.contract import ENSEMBLE, EXIT_CODE_EPILOG, ExitCode, SkinbatchError
+from skinbatch.imaging import DecodeLimits
+from skinbatch.scoring.pipeline import SHARED_MEMORY_MODES
 from skinbatch.status.health import check_triton
 
 from .progress import Progress
 from .report import write_reports
-from skinbatch.scoring.pipeline import SHARED_MEMORY_MODES
-
-from .run import RunOptions, RunSummary, Runner, default_workers
+from .run import Runner, RunOptions, RunSummary, default_workers
 from .state import StateMismatchError, TriageStore
 from .walk import Discovery, discover
 
@@ -83,7 +82,8 @@ def exit_code_for(summary: RunSummary, failed: int) -> ExitCode:
 @click.option("--patient-id", default=None, help="QIDO: PatientID.")
 @click.option("--accession", default=None, help="QIDO: AccessionNumber.")
 def triage(archives: tuple[Path, ...], triton: TritonTarget, out_dir: Path, model: str, workers: int,
-           max_in_flight: int, shared_memory: str, write_maps: bool, top_n: int, max_file_mb: float, max_pixels: int, triton_retry_s: float,
+           max_in_flight: int, shared_memory: str, write_maps: bool, top_n: int, max_file_mb: float,
+           max_pixels: int, triton_retry_s: float,
            show_progress: bool | None, as_json: bool, dicomweb_url: str | None, dicomweb_user: str | None,
            dicomweb_password: str | None, dicomweb_token: str | None, study_date: str | None,
            modality: str | None, sop_class: str | None, patient_id: str | None, accession: str | None) -> None:

@@ -115,7 +115,8 @@ class _Stop:
 
 
 # Read errors by path (retried on the next run) as triage's store names them.
-_PATH_ERRORS = {ErrorType.REFERENCE_NOT_FOUND: "not_found", ErrorType.REFERENCE_UNREADABLE: "unreadable"}
+_PATH_ERRORS: dict[str, str] = {ErrorType.REFERENCE_NOT_FOUND: "not_found",
+                                ErrorType.REFERENCE_UNREADABLE: "unreadable"}
 
 
 @dataclass(eq=False)
@@ -189,7 +190,8 @@ class _TriageRun:
 
     def _give_up_on_triton(self) -> None:
         down = self.pipeline.down_since
-        if down is not None and self.summary.triton_error is None and time.monotonic() - down > self.opts.triton_retry_s:
+        waited = time.monotonic() - down if down is not None else 0.0
+        if down is not None and self.summary.triton_error is None and waited > self.opts.triton_retry_s:
             self.summary.triton_error = (f"Triton at {self.pipeline.scorer.url} failed and did not recover within "
                                          f"{self.opts.triton_retry_s:.0f} s")
             self.pipeline.abandon()

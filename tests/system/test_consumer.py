@@ -292,8 +292,9 @@ def test_fetch_watchdog_rejoins_then_exits_and_nothing_is_lost(kafka_broker: Any
     """A kafka-python that stops fetching (upstream issues #3106, #3131) must not idle forever.
 
     In-process, with a KafkaConsumer that pauses its partitions behind the service's back as they are
-    assigned and never resumes them: records wait, nothing arrives. The service must rejoin its group, then exit with status 3
-    having committed nothing; a healthy member then answers every message, and its watchdog stays quiet.
+    assigned and never resumes them: records wait, nothing arrives. The service must rejoin its group, then exit with
+    status 10 (FETCH_STALLED) having committed nothing; a healthy member then answers every message, and its
+    watchdog stays quiet.
     """
     import threading
 
@@ -348,7 +349,8 @@ def test_fetch_watchdog_rejoins_then_exits_and_nothing_is_lost(kafka_broker: Any
 
     # The Kafka client is passed in: here one that never fetches.
     stuck_metrics = ConsumerMetrics()
-    assert run(build_consumer(config, stuck_metrics, consumer_class=NeverFetches), timeout=120) == ExitCode.FETCH_STALLED
+    stuck = build_consumer(config, stuck_metrics, consumer_class=NeverFetches)
+    assert run(stuck, timeout=120) == ExitCode.FETCH_STALLED
     assert stuck_metrics.fetch_stalls.labels("rejoin")._value.get() == 1
     assert stuck_metrics.fetch_stalls.labels("exit")._value.get() == 1
     assert stuck_metrics.messages.labels("ok")._value.get() == 0
