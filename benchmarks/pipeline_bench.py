@@ -44,6 +44,14 @@ sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 from consumer_bench import build_standin_onnx, convert, cpu_snapshot  # noqa: E402
 
+
+def distinct(jpeg: bytes, i: int) -> bytes:
+    """The same picture with a JPEG comment naming ``i``: other bytes, so triage (which scores a content
+    once) scores every copy, at the cost of the same decode."""
+    text = f"skinbatch benchmark copy {i}".encode()
+    return jpeg[:2] + b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text + jpeg[2:]
+
+
 # -- D: the decode pool alone -------------------------------------------------------------------------
 
 def decode_rate(jpegs: list[bytes], preprocessing: dict[str, Any], n: int) -> float:
@@ -177,7 +185,7 @@ def consumer_run(broker: Any, triton: Any, values: list[bytes], extra: list[str]
     proc = subprocess.Popen(
         [sys.executable, "-m", "skinbatch.consumer.cli", "--bootstrap-servers", broker.bootstrap_servers,
          "--triton-url", triton.grpc_url, "--request-topic", req, "--result-topic", res, "--dead-letter-topic", dlq,
-         "--group-id", f"bench-{tag}", "--metrics-port", "0", "--log-level", "WARNING", *extra],
+         "--group-id", f"bench-{tag}", "--metrics-port", "0", "--log-level", "INFO", *extra],
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
     reader = KafkaConsumer(res, dlq, bootstrap_servers=broker.bootstrap_servers, group_id=None,
                            auto_offset_reset="earliest")
@@ -220,8 +228,9 @@ def bench_model(name: str, repo: Path, n: int, jpegs: list[bytes], broker: Any, 
 
     folder = tmp / f"images-{name}"
     folder.mkdir()
-    for i in range(n):
-        (folder / f"{i:05d}.jpg").write_bytes(jpegs[i % len(jpegs)])
+    values = [distinct(jpegs[i % len(jpegs)], i) for i in range(n)]
+    for i, value in enumerate(values):
+        (folder / f"{i:05d}.jpg").write_bytes(value)
     cfg = TritonServerConfig(repository=repo, http_port=0, grpc_port=0, metrics_port=0, work_dir=tmp / f"triton-{name}")
     row: dict[str, Any] = {"model": name, "images": n}
     with LocalTriton(cfg) as triton:
@@ -236,7 +245,6 @@ def bench_model(name: str, repo: Path, n: int, jpegs: list[bytes], broker: Any, 
         row["T_single"] = triton_rate(triton.grpc_url, frames, n, batch=1, in_flight=64, shm=False)
         row["limit"] = 1 / (1 / row["D"] + 1 / row["T"])
         row["triage"] = triage_rate(folder, triton.grpc_url, tmp / f"triage-{name}")
-        values = [jpegs[i % len(jpegs)] for i in range(n)]
         row["consumer"] = consumer_run(broker, triton, values, [], tmp)
         row["consumer_no_shm"] = consumer_run(broker, triton, values, ["--shared-memory", "off"], tmp)
         row["consumer_no_batching"] = consumer_run(broker, triton, values, ["--max-infer-batch", "1"], tmp)

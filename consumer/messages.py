@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from skinbatch.modelcard import ModelCard
 from skinbatch.scoring import Scores
@@ -17,6 +18,10 @@ MAX_DEAD_LETTER_MESSAGE = 2000
 
 def _bounded(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def now() -> str:
+    return _now()
 
 
 def _now() -> str:
@@ -42,6 +47,7 @@ def result_message(
     dicom: dict[str, Any] | None,
     timings_ms: dict[str, float],
     with_map: bool = False,
+    scored_at: str | None = None,
 ) -> dict[str, Any]:
     msg: dict[str, Any] = {
         "request_id": request_id,
@@ -51,7 +57,7 @@ def result_message(
         "input": input_info,
         "source": src,
         "timings_ms": {k: round(v, 3) for k, v in timings_ms.items()},
-        "scored_at": _now(),
+        "scored_at": scored_at or _now(),
     }
     if dicom is not None:
         msg["dicom"] = dicom
@@ -82,4 +88,5 @@ def dead_letter_message(
 
 
 def encode(msg: dict[str, Any]) -> bytes:
-    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Compact UTF-8 JSON. orjson: the encoding showed in the consumer's profile, and it is 5–10× faster."""
+    return orjson.dumps(msg)

@@ -365,6 +365,7 @@ class ScoringConsumer:
         reference = job.request.dicomweb if job.request is not None else None
         one_frame_named = reference is not None and bool(reference.frame)
         total_ms = (time.monotonic() - job.polled) * 1000
+        scored_at = messages.now()  # one clock read for every frame of the message
         results = []
         for frame in job.frames:
             rid = messages.frame_request_id(base, frame.number, 2 if one_frame_named else frames)
@@ -373,7 +374,7 @@ class ScoringConsumer:
                 request_id=rid, scores=frame.scores, card=card, src=job.source,
                 input_info={**_input_info(d), "frame": frame.number, "frames": frames}, dicom=dicom,
                 timings_ms={"decode": d.decode_ms, "infer": frame.infer_ms, "total": total_ms},
-                with_map=job.want_map)
+                with_map=job.want_map, scored_at=scored_at)
             msg["consumer"] = self._instance
             if job.sr is not None:
                 msg["sr"] = job.sr
@@ -481,7 +482,9 @@ class ScoringConsumer:
         if self.resolver is not None:
             self.resolver.close()
         self.scorer.close()
-        log.info("stopped", extra={"event": "stop"})
+        sent = self.pipeline.batches_sent
+        log.info("stopped", extra={"event": "stop", "requests": sent, "frames": self.pipeline.frames_sent,
+                                   "average_batch": round(self.pipeline.frames_sent / sent, 2) if sent else None})
 
 
 def preflight(config: ConsumerConfig) -> None:

@@ -212,3 +212,11 @@ def test_sliding_window_sees_the_shift_and_only_the_shift() -> None:
     assert crossed < WINDOW // 2, "the shift took too long to show"
     assert min(readings_after[WINDOW:]) > ALERT_THRESHOLD  # once the window holds only shifted scores
     np.testing.assert_array_equal(window.counts(), bin_counts(after[-WINDOW:]))
+
+
+@given(st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=1, max_size=300))
+def test_the_window_bins_scores_as_the_batch_binning_does(scores: list[float]) -> None:
+    window = ScoreWindow(size=1000)
+    for score in scores:
+        window.observe(score)
+    assert window.counts().tolist() == bin_counts(scores).tolist()
