@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import subprocess
 import tempfile
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,15 +30,12 @@ from typing import Any
 
 from skinbatch._child import tail
 from skinbatch.contract import ExitCode, SkinbatchError
+from skinbatch.localstack import maven
 from skinbatch.localstack.kafka import (
-    _MARKER,
     _MVN_NS,
     KafkaSetupError,
-    _file_lock,
-    _is_complete,
     _java_executable,
     _java_major,
-    _pom_digest,
     _resource_text,
     default_cache_dir,
 )
@@ -134,49 +129,10 @@ def ensure_fhir_validator(cache_dir: Path | None = None, *, timeout_s: float = 1
         FhirValidatorSetupError: ``mvn`` or Java is missing, or Maven failed (with its output).
     """
     root = (cache_dir if cache_dir is not None else default_cache_dir()).expanduser()
-    pom = _resource_text(_POM_RESOURCE)
-    digest = _pom_digest(pom)
-    home = root / f"hapi-fhir-{hapi_version()}"
-    libs = home / "libs"
-    if _is_complete(libs, digest):
-        return libs
-
-    with _file_lock(home / ".lock"):
-        if _is_complete(libs, digest):
-            return libs
-        mvn = shutil.which("mvn")
-        if not mvn:
-            raise FhirValidatorSetupError(
-                "`mvn` (Apache Maven) was not found. It fetches HAPI FHIR's validator once: install it "
-                "(Debian/Ubuntu: `apt-get install maven`) and try again.")
-        _java()
-        (home / "pom.xml").write_text(pom, encoding="utf-8")
-        partial = home / "libs.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        command = [
-            mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(home / "pom.xml"),
-            "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={partial}",
-        ]  # fmt: skip
-        log.info("Fetching HAPI FHIR %s's validator with Maven into %s (once, about 145 MB)", hapi_version(), libs)
-        started = time.monotonic()
-        try:
-            result = subprocess.run(command, cwd=home, capture_output=True, text=True, timeout=timeout_s,  # noqa: S603 - Maven on our own POM
-                                    check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise FhirValidatorSetupError(
-                f"Maven did not finish fetching the FHIR validator within {timeout_s:.0f} s. Check that the "
-                "Maven repository is reachable (`mvn help:effective-settings` shows mirrors and proxies).") from exc
-        if result.returncode != 0 or not any(partial.glob("hapi-fhir-validation-*.jar")):
-            output = tail((result.stdout or "") + (result.stderr or ""), 40)
-            raise FhirValidatorSetupError(
-                f"Maven could not fetch the FHIR validator (exit {result.returncode}). Command:\n"
-                f"  {' '.join(command)}\nLast lines of its output:\n{output}\n"
-                "Check network access to the Maven repository and your ~/.m2/settings.xml.")
-        (partial / _MARKER).write_text(digest + "\n", encoding="utf-8")
-        shutil.rmtree(libs, ignore_errors=True)
-        partial.rename(libs)
-        log.info("Fetched the FHIR validator in %.1f s", time.monotonic() - started)
-    return libs
+    closure = maven.Closure(pom=_resource_text(_POM_RESOURCE), home=root / f"hapi-fhir-{hapi_version()}",
+                            what=f"HAPI FHIR {hapi_version()}'s validator", size="about 145 MB",
+                            expect="hapi-fhir-validation-*.jar")
+    return maven.fetch(closure, timeout_s=timeout_s, error=FhirValidatorSetupError, check_java=_java)
 
 
 def parse_report(stdout: str, files: Sequence[str]) -> dict[str, list[FhirIssue]]:

@@ -28,27 +28,22 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-import hashlib
 import importlib.resources
 import logging
 import os
 import re
 import shutil
 import subprocess
-import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 from skinbatch._child import ChildServer, Launch, ServerNotStartedError, free_port, port_open, tail
 from skinbatch.contract import ExitCode, SkinbatchError
 
-try:  # POSIX only; on other systems concurrent first downloads are simply not serialised.
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
+from . import maven
 
 __all__ = [
     "DEFAULT_MESSAGE_MAX_BYTES",
@@ -73,7 +68,6 @@ _DEFAULT_SOCKET_REQUEST_MAX_BYTES = 100 * 1024 * 1024
 _MIN_JAVA = 17
 _POM_RESOURCE = "kafka-pom.xml"
 _LOG4J_RESOURCE = "kafka-log4j2.xml"
-_MARKER = ".skinbatch-complete"
 _MVN_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 
 
@@ -289,24 +283,6 @@ def check_java() -> str:
     return java
 
 
-def _pom_digest(pom: str) -> str:
-    return hashlib.sha256(pom.encode("utf-8")).hexdigest()
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Serialise first downloads between processes (e.g. two pytest sessions started together)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        if fcntl is not None:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def ensure_kafka_jars(cache_dir: Path | None = None, *, timeout_s: float = 1800.0) -> Path:
     """Make sure the broker's jars are in the cache and return their folder.
 
@@ -327,60 +303,10 @@ def ensure_kafka_jars(cache_dir: Path | None = None, *, timeout_s: float = 1800.
         KafkaSetupError: ``mvn`` is missing, or Maven failed (the message carries its output).
     """
     root = (cache_dir if cache_dir is not None else default_cache_dir()).expanduser()
-    pom = _resource_text(_POM_RESOURCE)
-    digest = _pom_digest(pom)
-    home = root / f"kafka-{kafka_version()}"
-    libs = home / "libs"
-    if _is_complete(libs, digest):
-        return libs
-
-    with _file_lock(home / ".lock"):
-        if _is_complete(libs, digest):  # another process finished while we waited for the lock
-            return libs
-        mvn = shutil.which("mvn")
-        if not mvn:
-            raise KafkaSetupError(
-                "`mvn` (Apache Maven) was not found. It fetches the Kafka broker's jars once: install it "
-                "(Debian/Ubuntu: `apt-get install maven`) and try again."
-            )
-        _java_executable()  # Maven itself needs Java; say so plainly instead of Maven's message.
-        (home / "pom.xml").write_text(pom, encoding="utf-8")
-        partial = home / "libs.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        command = [
-            mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(home / "pom.xml"),
-            "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={partial}",
-        ]  # fmt: skip
-        log.info("Fetching the Kafka %s jars with Maven into %s (once, about 45 MB)", kafka_version(), libs)
-        started = time.monotonic()
-        try:
-            result = subprocess.run(  # noqa: S603 - Maven on our own POM
-                command, cwd=home, capture_output=True, text=True, timeout=timeout_s, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise KafkaSetupError(
-                f"Maven did not finish fetching the Kafka jars within {timeout_s:.0f} s. Check that the "
-                "Maven repository is reachable (`mvn help:effective-settings` shows mirrors and proxies)."
-            ) from exc
-        if result.returncode != 0 or not any(partial.glob("kafka_*.jar")):
-            output = tail((result.stdout or "") + (result.stderr or ""), 40)
-            raise KafkaSetupError(
-                f"Maven could not fetch the Kafka jars (exit {result.returncode}). Command:\n"
-                f"  {' '.join(command)}\nLast lines of its output:\n{output}\n"
-                "Check network access to the Maven repository and your ~/.m2/settings.xml."
-            )
-        (partial / _MARKER).write_text(digest + "\n", encoding="utf-8")
-        shutil.rmtree(libs, ignore_errors=True)
-        partial.rename(libs)  # atomic: readers see either no libs or complete ones
-        log.info("Fetched the Kafka jars in %.1f s", time.monotonic() - started)
-    return libs
-
-
-def _is_complete(libs: Path, digest: str) -> bool:
-    try:
-        return (libs / _MARKER).read_text(encoding="utf-8").strip() == digest
-    except OSError:
-        return False
+    closure = maven.Closure(pom=_resource_text(_POM_RESOURCE), home=root / f"kafka-{kafka_version()}",
+                            what=f"the Kafka {kafka_version()} jars", size="about 45 MB", expect="kafka_*.jar")
+    # Maven itself needs Java: say so plainly instead of Maven's message.
+    return maven.fetch(closure, timeout_s=timeout_s, error=KafkaSetupError, check_java=_java_executable)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ outcome means (a Kafka result, a row in triage's store) and whether a ticket sti
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import queue
@@ -49,7 +50,7 @@ from skinbatch.timers import Timers
 from .client import TritonScorer
 from .decoding import decode_task, decode_worker_init, limits_dict
 from .scores import Scores
-from .slots import SharedSlots, remove_stale_segments, runs
+from .slots import SharedSlots, remove_stale_segments
 from .transport import ShmInput, TritonTLSError
 
 log = logging.getLogger("skinbatch.scoring")
@@ -162,6 +163,16 @@ class _Item:
 
 
 @dataclass(eq=False)
+class _Batch:
+    """Frames sent together. Formed once; after a Triton fault the same batch is sent again."""
+
+    frames: list[_Frame]
+    images: np.ndarray | ShmInput
+    staging: int | None = None
+    """The staging block of the segment its frames were copied into, freed when it is answered."""
+
+
+@dataclass(eq=False)
 class _Frame:
     item: _Item
     number: int
@@ -199,6 +210,8 @@ class ScoringPipeline:
         self._waiting: deque[_Item] = deque()
         self._ready_slots: dict[int, _Frame] = {}
         self._ready_inband: deque[_Frame] = deque()
+        self._retry: deque[_Batch] = deque()
+        self._free_blocks: list[int] = []
         self._timers = Timers(clock)
         self.decoding = 0
         self.payload_bytes = 0
@@ -235,8 +248,11 @@ class ScoringPipeline:
         if removed:
             log.info("removed shared-memory segments of processes killed earlier", extra={"event": "shm_stale",
                                                                                           "count": len(removed)})
+        # Decode slots, then one staging block per request: frames that are ready together but do not lie
+        # side by side are copied into a block (a memcpy; far cheaper than Triton's cost of a small batch).
+        staging = self.options.max_requests * self._max_batch
         try:
-            slots = SharedSlots(self.options.max_frames, self._shape)
+            slots = SharedSlots(self.options.max_frames + staging, self._shape, ring=self.options.max_frames)
         except OSError as exc:
             self._no_shared_memory(f"cannot create a segment under /dev/shm ({exc.strerror or exc})")
             return
@@ -248,6 +264,7 @@ class ScoringPipeline:
                                    "another host, or without this host's /dev/shm")
             return
         self._slots, self._region = slots, slots.name
+        self._free_blocks = list(range(self.options.max_requests))
         log.info("sending images through shared memory", extra={"event": "shm", "slots": slots.count,
                                                                  "megabytes": round(slots.byte_size / 2**20)})
 
@@ -279,7 +296,8 @@ class ScoringPipeline:
 
     @property
     def busy(self) -> bool:
-        return bool(self.decoding or self.frames_held or self._waiting or len(self._timers))
+        return bool(self.decoding or self.frames_held or self._waiting or len(self._timers) or self.requests
+                    or self._retry)
 
     def abandon(self) -> None:
         """Send nothing more (the served model changed): answers still out are ignored."""
@@ -300,7 +318,7 @@ class ScoringPipeline:
     @property
     def finished(self) -> bool:
         """After :meth:`finish_started`: nothing left at Triton, or waiting to go there."""
-        return self.requests == 0 and not any(f.item.sent for f in self._ready())
+        return self.requests == 0 and not self._retry and not any(f.item.sent for f in self._ready())
 
     def _ready(self) -> list[_Frame]:
         return [*self._ready_slots.values(), *self._ready_inband]
@@ -405,85 +423,93 @@ class ScoringPipeline:
         self._probe()
         while self._waiting and self._slots is not None and self._slots.ring.free:
             self._decode(self._waiting.popleft())
-        while (self.down_since is None and not self.abandoned and self.requests < self.options.max_requests
-               and (self._ready_slots or self._ready_inband)):
-            batch = self._next_batch()
-            if batch:
-                self._send(batch)
+        while self.down_since is None and not self.abandoned and self.requests < self.options.max_requests:
+            batch = self._retry.popleft() if self._retry else self._next_batch()
+            if batch is None:
+                return
+            self._send(batch)
 
-    def _next_batch(self) -> list[_Frame]:
-        """The oldest ready frame's batch: its run of consecutive slots, or the oldest in-band frames."""
-        oldest_slot = min(self._ready_slots.values(), key=lambda f: f.seq, default=None)
-        oldest_inband = self._ready_inband[0] if self._ready_inband else None
-        if oldest_slot is not None and (oldest_inband is None or oldest_slot.seq < oldest_inband.seq):
-            run = next(r for r in runs(self._ready_slots, self._max_batch) if oldest_slot.slot in r)
-            frames = [self._ready_slots.pop(slot) for slot in run]
-        else:
-            frames = [self._ready_inband.popleft() for _ in range(min(self._max_batch, len(self._ready_inband)))]
-        live = []
-        for frame in frames:
-            if self.listener.current(frame.item.ticket) and (frame.item.sent or not self.finishing):
-                live.append(frame)
-            else:
+    def _next_batch(self) -> _Batch | None:
+        """The oldest ready frames, up to the maximum batch, as one batch (None when nothing is ready)."""
+        while self._ready_slots or self._ready_inband:
+            frames = heapq.nsmallest(self._max_batch, [*self._ready_slots.values(), *self._ready_inband],
+                                     key=lambda f: f.seq)
+            live = []
+            for frame in frames:
+                if frame.slot is not None:
+                    del self._ready_slots[frame.slot]
+                else:
+                    self._ready_inband.remove(frame)
+                if self.listener.current(frame.item.ticket) and (frame.item.sent or not self.finishing):
+                    live.append(frame)
+                else:
+                    self._done_with(frame)
+            if live:
+                return self._batch(live)
+        return None
+
+    def _batch(self, frames: list[_Frame]) -> _Batch:
+        """In place when the frames' slots lie side by side; else copied into a staging block (shared
+        memory), or stacked into the request (no shared memory)."""
+        slots = [f.slot for f in frames]
+        if self._slots is not None and slots[0] is not None and slots == list(range(slots[0], slots[0] + len(slots))):
+            return _Batch(frames, ShmInput(self._region, self._slots.offset(slots[0]), (len(frames), *self._shape)))
+        if self._slots is None:
+            images = np.stack([f.pixels for f in frames])  # type: ignore[misc]
+            for frame in frames:
                 self._done_with(frame)
-        if not live or live[0].slot is None:
-            return live
-        # Dropped frames may have split the run: send its first part, put the rest back.
-        first, *rest = runs([f.slot for f in live if f.slot is not None], self._max_batch)
-        by_slot = {f.slot: f for f in live}
-        for part in rest:
-            for slot in part:
-                self._ready_slots[slot] = by_slot[slot]
-        return [by_slot[slot] for slot in first]
+            return _Batch(frames, images)
+        block = self._free_blocks.pop()
+        first = self.options.max_frames + block * self._max_batch
+        for i, frame in enumerate(frames):
+            self._slots.array[first + i] = self._slots.array[frame.slot] if frame.slot is not None else frame.pixels
+            self._done_with(frame)
+        return _Batch(frames, ShmInput(self._region, self._slots.offset(first), (len(frames), *self._shape)), block)
 
-    def _send(self, batch: list[_Frame]) -> None:
-        first = batch[0]
-        if first.slot is not None:
-            assert self._slots is not None
-            images: np.ndarray | ShmInput = ShmInput(self._region, self._slots.offset(first.slot),
-                                                     (len(batch), *self._shape))
-        else:
-            images = np.stack([f.pixels for f in batch])  # type: ignore[misc]
-        with_map = any(f.item.want_map for f in batch)
-        for frame in batch:
+    def _send(self, batch: _Batch) -> None:
+        with_map = any(f.item.want_map for f in batch.frames)
+        for frame in batch.frames:
             frame.item.sent = True
         self.requests += 1
-        self.frames_at_triton += len(batch)
+        self.frames_at_triton += len(batch.frames)
         self.batches_sent += 1
-        self.frames_sent += len(batch)
+        self.frames_sent += len(batch.frames)
         started = self._clock()
         try:
-            self.scorer.infer_async(images, lambda scores, error: self.mailbox.post(
+            self.scorer.infer_async(batch.images, lambda scores, error: self.mailbox.post(
                 self._on_answer, batch, started, scores, error), with_map=with_map)
         except Exception as exc:  # noqa: BLE001 - a client that cannot even send is a Triton fault like any other
             self._on_answer(batch, started, None, exc)
 
-    def _on_answer(self, batch: list[_Frame], started: float, scores: list[Scores] | None,
+    def _on_answer(self, batch: _Batch, started: float, scores: list[Scores] | None,
                    error: BaseException | None) -> None:
         self.requests -= 1
-        self.frames_at_triton -= len(batch)
-        if self.abandoned:
-            for frame in batch:
-                self._done_with(frame)
+        self.frames_at_triton -= len(batch.frames)
+        if self.abandoned or isinstance(error, ServedModelChanged):
+            self._release(batch)
+            if isinstance(error, ServedModelChanged) and not self.abandoned:
+                self.abandon()
+                self.listener.model_changed(error)
             return
-        if isinstance(error, ServedModelChanged):
-            self.abandon()
-            for frame in batch:
-                self._done_with(frame)
-            self.listener.model_changed(error)
-            return
-        if error is not None or scores is None or len(scores) != len(batch):
+        if error is not None or scores is None or len(scores) != len(batch.frames):
             self._failed(batch, error or TritonUnavailable("Triton answered without scores"))
             return
         self._recovered()
         elapsed_ms = (self._clock() - started) * 1000
-        for frame, frame_scores in zip(batch, scores):
+        self._release(batch)
+        for frame, frame_scores in zip(batch.frames, scores):
             frame.scores, frame.infer_ms = frame_scores, elapsed_ms
             self._finish(frame)
 
+    def _release(self, batch: _Batch) -> None:
+        for frame in batch.frames:
+            self._done_with(frame)
+        if batch.staging is not None:
+            self._free_blocks.append(batch.staging)
+            batch.staging = None
+
     def _finish(self, frame: _Frame) -> None:
         item = frame.item
-        self._done_with(frame)
         item.remaining -= 1
         if item.remaining == 0 and self.listener.current(item.ticket):
             assert item.decoded is not None
@@ -501,13 +527,9 @@ class ScoringPipeline:
             self.frames_held -= 1
 
     # -- Triton faults -----------------------------------------------------------------------------------
-    def _failed(self, batch: list[_Frame], error: BaseException) -> None:
-        """Keep the frames, pause sending, probe with backoff. Never an outcome for the input."""
-        for frame in sorted(batch, key=lambda f: f.seq, reverse=True):
-            if frame.slot is not None:
-                self._ready_slots[frame.slot] = frame
-            else:
-                self._ready_inband.appendleft(frame)
+    def _failed(self, batch: _Batch, error: BaseException) -> None:
+        """Keep the batch to send again, pause sending, probe with backoff. Never an outcome for the input."""
+        self._retry.appendleft(batch)
         if self.down_since is None:
             self.down_since = self._clock()
             self._backoff = self.options.retry_initial_s

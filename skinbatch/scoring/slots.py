@@ -114,7 +114,9 @@ class SharedSlots:
     """``count`` slots of ``shape`` uint8 in one new segment under /dev/shm; :meth:`close` deletes it."""
 
     def __init__(self, count: int, shape: tuple[int, ...], name: str | None = None,
-                 directory: Path = SHM_DIR) -> None:
+                 directory: Path = SHM_DIR, ring: int | None = None) -> None:
+        """``ring``: how many of the slots, from the first, the :class:`SlotRing` hands out (all by
+        default); the rest the owner uses for itself (batch staging)."""
         self.name = name or segment_name()
         self.shape = tuple(shape)
         self.slot_bytes = int(np.prod(self.shape))
@@ -128,7 +130,7 @@ class SharedSlots:
         finally:
             os.close(fd)
         self.array = np.frombuffer(self._map, dtype=np.uint8).reshape(count, *self.shape)
-        self.ring = SlotRing(count)
+        self.ring = SlotRing(count if ring is None else ring)
 
     @property
     def key(self) -> str:

@@ -186,7 +186,7 @@ def test_without_shared_memory_frames_are_stacked_into_the_request(card: ModelCa
         _turn(pipeline, mailbox)
         (images, _), = scorer.requests
         assert isinstance(images, np.ndarray) and images.shape == (3, SIZE, SIZE, 3)
-        assert pipeline.frames_held == 3
+        assert pipeline.frames_at_triton == 3 and pipeline.frames_held == 0  # the request holds the pixels now
         scorer.answer()
         _turn(pipeline, mailbox)
         assert len(listener.scored_list) == 3 and pipeline.frames_held == 0
@@ -227,7 +227,7 @@ def test_a_model_change_names_nothing(card: ModelCard) -> None:
         pipeline.close()
 
 
-def test_revoked_work_is_dropped_and_a_run_split_around_it(card: ModelCard) -> None:
+def test_revoked_work_is_dropped_and_frames_apart_are_staged_together(card: ModelCard) -> None:
     pipeline, scorer, listener, mailbox = _pipeline(card, max_requests=1)
     try:
         pipeline.submit("keep", payload=synthetic_jpeg(40, 40, seed=1))
@@ -239,13 +239,13 @@ def test_revoked_work_is_dropped_and_a_run_split_around_it(card: ModelCard) -> N
         scorer.answer()
         _turn(pipeline, mailbox)
         (images, _), = scorer.requests
-        assert images.shape[0] == 1  # "a"; "b" is not next to it any more
-        scorer.answer()
-        _turn(pipeline, mailbox)
+        # "a" and "b" no longer lie side by side: copied into a staging block after the decode slots.
+        assert images.shape[0] == 2 and images.offset >= 8 * SIZE * SIZE * 3
+        assert pipeline.frames_held == 0, "their decode slots are free again once copied"
         scorer.answer()
         _turn(pipeline, mailbox)
         assert [t for t, _ in listener.scored_list] == ["keep", "a", "b"]
-        assert pipeline.frames_held == 0
+        assert pipeline.frames_held == 0 and not pipeline.busy
     finally:
         pipeline.close()
 
