@@ -56,6 +56,8 @@ from .transport import ShmInput, TritonTLSError
 log = logging.getLogger("skinbatch.scoring")
 
 SHARED_MEMORY_MODES = ("auto", "on", "off")
+MAX_CRASHES = 2
+"""An input that was in the pool when a worker died this often is given up as a decoder fault."""
 
 
 class Mailbox:
@@ -157,6 +159,8 @@ class _Item:
     slot: int | None = None
     sent: bool = False
     """A frame of it has gone to Triton: :meth:`ScoringPipeline.finish_started` still finishes it."""
+    crashes: int = 0
+    """Decode workers that died while this input was in the pool."""
     frames: list[_Frame] = field(default_factory=list)
     decoded: ModelInput | None = None
     remaining: int = 0
@@ -208,6 +212,9 @@ class ScoringPipeline:
         self._preprocessing: dict[str, Any] = {}
         self._limits = limits_dict(self.options.limits)
         self._waiting: deque[_Item] = deque()
+        self._suspects: deque[_Item] = deque()
+        """Inputs that were in the pool when a worker died: decoded one at a time, to find the culprit."""
+        self._pool_generation = 0
         self._ready_slots: dict[int, _Frame] = {}
         self._ready_inband: deque[_Frame] = deque()
         self._retry: deque[_Batch] = deque()
@@ -291,13 +298,13 @@ class ScoringPipeline:
     @property
     def saturated(self) -> bool:
         """More input would only wait: every slot (or the frame budget) is taken, or Triton is out."""
-        return (bool(self._waiting) or self.frames_held >= self.options.max_frames
+        return (bool(self._waiting) or bool(self._suspects) or self.frames_held >= self.options.max_frames
                 or self.down_since is not None)
 
     @property
     def busy(self) -> bool:
-        return bool(self.decoding or self.frames_held or self._waiting or len(self._timers) or self.requests
-                    or self._retry)
+        return bool(self.decoding or self.frames_held or self._waiting or self._suspects or len(self._timers)
+                    or self.requests or self._retry)
 
     def abandon(self) -> None:
         """Send nothing more (the served model changed): answers still out are ignored."""
@@ -309,8 +316,8 @@ class ScoringPipeline:
         Triage's Ctrl-C: what is dropped was never recorded and is done again on the next run.
         """
         self.finishing = True
-        while self._waiting:
-            item = self._waiting.popleft()
+        while self._waiting or self._suspects:
+            item = self._waiting.popleft() if self._waiting else self._suspects.popleft()
             self._release_slot(item.slot)
             self._drop_payload(item)
         self._timers.clear()
@@ -331,6 +338,9 @@ class ScoringPipeline:
         self._decode(_Item(ticket, payload, path, want_map, next(self._seq)))
 
     def _decode(self, item: _Item) -> None:
+        if self._suspects and item.crashes == 0:
+            self._waiting.append(item)  # while a culprit is sought, only the suspects go to the pool
+            return
         if self._slots is not None and item.slot is None:
             item.slot = self._slots.ring.allocate()
             if item.slot is None:
@@ -346,7 +356,8 @@ class ScoringPipeline:
             self._timers.later(self.options.retry_initial_s, lambda: self._decode(item))
             return
         self.decoding += 1
-        future.add_done_callback(lambda f: self.mailbox.post(self._on_decoded, item, f))
+        generation = self._pool_generation
+        future.add_done_callback(lambda f: self.mailbox.post(self._on_decoded, item, f, generation))
 
     def _release_slot(self, slot: int | None) -> None:
         if slot is not None and self._slots is not None:
@@ -357,7 +368,7 @@ class ScoringPipeline:
         self.payload_bytes -= len(item.payload or b"")
         item.payload = None
 
-    def _on_decoded(self, item: _Item, future: Future[ModelInput]) -> None:
+    def _on_decoded(self, item: _Item, future: Future[ModelInput], generation: int = 0) -> None:
         self.decoding -= 1
         if self.finishing or not self.listener.current(item.ticket):
             self._release_slot(item.slot)
@@ -365,10 +376,19 @@ class ScoringPipeline:
             return
         try:
             decoded = future.result()
-        except BrokenProcessPool:
-            log.error("a decode worker died; restarting the pool", extra={"event": "pool_restart"})
-            self._restart_pool()
-            self._timers.later(self.options.retry_initial_s, lambda: self._decode(item))  # keeps its slot
+        except BrokenProcessPool as exc:
+            if generation == self._pool_generation:  # the first of its futures to report it
+                log.error("a decode worker died; restarting the pool", extra={"event": "pool_restart"})
+                self._restart_pool()
+            item.crashes += 1
+            if item.crashes >= MAX_CRASHES:
+                # It was alone in the pool when a worker died again: the input itself (it exhausts a
+                # worker's memory, say). Stop retrying it; the others go on.
+                self._release_slot(item.slot)
+                self._drop_payload(item)
+                self.listener.decode_bug(item.ticket, exc)
+                return
+            self._suspects.append(item)  # keeps its slot
             return
         except ArchiveUnavailable as exc:
             self._release_slot(item.slot)
@@ -415,13 +435,16 @@ class ScoringPipeline:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = self._new_pool()
+        self._pool_generation += 1
 
     # -- the loop's turn ---------------------------------------------------------------------------------
     def pump(self) -> None:
         """Run due retries, probe a failed Triton, start decodes that waited for a slot, send batches."""
         self._timers.run_due()
         self._probe()
-        while self._waiting and self._slots is not None and self._slots.ring.free:
+        if self._suspects and self.decoding == 0:
+            self._decode(self._suspects.popleft())  # one at a time: a second death names the culprit
+        while self._waiting and not self._suspects and (self._slots is None or self._slots.ring.free):
             self._decode(self._waiting.popleft())
         while self.down_since is None and not self.abandoned and self.requests < self.options.max_requests:
             batch = self._retry.popleft() if self._retry else self._next_batch()

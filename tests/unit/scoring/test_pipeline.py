@@ -281,3 +281,56 @@ def test_finishing_keeps_what_was_sent_and_drops_the_rest(card: ModelCard) -> No
         assert not scorer.requests and pipeline.frames_held == 0
     finally:
         pipeline.close()
+
+
+class DyingPool(Executor):
+    """Runs what it was given when told to; like a real pool, a worker that dies fails every task in it.
+    A payload of b"poison" kills its worker."""
+
+    pools: list[DyingPool] = []
+
+    def __init__(self, workers: int, initargs: tuple[Any, ...]) -> None:
+        decoding._slots = attach(*initargs) if initargs else None
+        self.pending: list[tuple[Future[Any], Any, tuple[Any, ...]]] = []
+        DyingPool.pools.append(self)
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self.pending.append((future, fn, args))
+        return future
+
+    def run(self) -> None:
+        from concurrent.futures.process import BrokenProcessPool
+
+        pending, self.pending = self.pending, []
+        if any(args[0] == b"poison" for _, _, args in pending):
+            for future, _, _ in pending:
+                future.set_exception(BrokenProcessPool("a worker died"))
+            return
+        for future, fn, args in pending:
+            future.set_result(fn(*args))
+
+
+def test_an_input_that_kills_its_worker_is_found_and_given_up_alone(card: ModelCard) -> None:
+    scorer, listener, mailbox = Scorer(card), Listener(), Mailbox()
+    DyingPool.pools.clear()
+    pipeline = ScoringPipeline(scorer, mailbox, listener, PipelineOptions(shared_memory="on", max_frames=8),  # type: ignore[arg-type]
+                               pool_factory=DyingPool)
+    pipeline.start()
+    try:
+        for name, payload in (("a", synthetic_jpeg(40, 40, seed=1)), ("poison", b"poison"),
+                              ("b", synthetic_jpeg(40, 40, seed=2))):
+            pipeline.submit(name, payload=payload)
+        DyingPool.pools[-1].run()  # the poison kills the worker: all three fail
+        for _ in range(12):  # suspects, one at a time, each in the current pool
+            _turn(pipeline, mailbox)
+            DyingPool.pools[-1].run()
+            mailbox.run()
+            while scorer.requests:
+                scorer.answer()
+                mailbox.run()
+        assert listener.events == ["bug"], "only the poison is given up"
+        assert sorted(t for t, _ in listener.scored_list) == ["a", "b"]
+        assert pipeline.frames_held == 0 and not pipeline.busy
+    finally:
+        pipeline.close()
