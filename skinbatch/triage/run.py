@@ -175,7 +175,7 @@ class _TriageRun:
     def _feed(self, stop: _Stop) -> None:
         """Hand files to the pipeline while it has room; skip unchanged files the store already has."""
         while self.pending and not stop.requested.is_set() and self.summary.triton_error is None \
-                and not self.pipeline.saturated and self.pipeline.decoding < 2 * self.opts.workers:
+                and not self.pipeline.saturated and self.pipeline.decoding < 4 * self.opts.workers:
             path = self.pending.popleft()
             try:
                 st = os.stat(path)
