@@ -26,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -129,51 +128,12 @@ def cpu_snapshot(consumer_pid: int, others: dict[str, int | None]) -> dict[str, 
 def consumer_rate(broker: object, triton: object, values: list[bytes], archive: Path,
                   concurrency: int, workdir: Path) -> tuple[float, dict[str, float]]:
     """Messages per second between the first and the last result, and CPU ms per message by component."""
-    triton_endpoint = triton.grpc_endpoint  # type: ignore[attr-defined]
-    others = {"triton": triton.pid, "kafka": broker.pid}  # type: ignore[attr-defined]
-    from kafka import KafkaConsumer, KafkaProducer
+    from pipeline_bench import consumer_run  # one consumer harness for both scripts
 
-    tag = uuid.uuid4().hex[:6]
-    req, res, dlq = f"b-{tag}-req", f"b-{tag}-res", f"b-{tag}-dlq"
-    broker.create_topics({req: 6, res: 1, dlq: 1})  # type: ignore[attr-defined]
-    bootstrap = broker.bootstrap_servers  # type: ignore[attr-defined]
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_request_size=16 << 20)
-    for i, v in enumerate(values):
-        producer.send(req, key=str(i).encode(), value=v)
-    producer.flush()
-    producer.close()
-    log = open(workdir / f"consumer-{tag}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "skinbatch.consumer.cli", "--bootstrap-servers", bootstrap,
-         "--triton-url", triton_endpoint,
-         "--request-topic", req, "--result-topic", res, "--dead-letter-topic", dlq, "--group-id", f"bench-{tag}",
-         "--archive-root", str(archive), "--metrics-port", "0", "--max-in-flight", str(2 * concurrency),
-         "--max-infer-in-flight", str(concurrency), "--log-level", "WARNING"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-    reader = KafkaConsumer(res, dlq, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
-    seen, first = 0, None
-    cpu0: dict[str, float] = {}
-    deadline = time.monotonic() + 1800
-    try:
-        while seen < len(values):
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit(f"consumer stalled at {seen}/{len(values)}; see {log.name}")
-            for tp, records in reader.poll(timeout_ms=100).items():
-                if tp.topic == dlq and records:
-                    raise SystemExit(f"unexpected dead letter: {json.loads(records[0].value)['error']}")
-                for _ in records:
-                    seen += 1
-                    if first is None:
-                        first, cpu0 = time.perf_counter(), cpu_snapshot(proc.pid, others)
-        last, cpu1 = time.perf_counter(), cpu_snapshot(proc.pid, others)
-    finally:
-        reader.close()
-        proc.terminate()
-        proc.wait(60)
-        log.close()
-    assert first is not None
-    per_msg = {k: (cpu1[k] - cpu0[k]) * 1000 / (len(values) - 1) for k in cpu0}
-    return (len(values) - 1) / (last - first), per_msg
+    run = consumer_run(broker, triton, values, ["--archive-root", str(archive), "--max-in-flight",
+                                                str(2 * concurrency), "--max-infer-in-flight", str(concurrency)],
+                       workdir)
+    return run["rate"], run["cpu"]
 
 
 def main() -> None:

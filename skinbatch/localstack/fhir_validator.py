@@ -22,7 +22,6 @@ import json
 import logging
 import subprocess
 import tempfile
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,6 @@ from skinbatch._child import tail
 from skinbatch.contract import ExitCode, SkinbatchError
 from skinbatch.localstack import maven
 from skinbatch.localstack.kafka import (
-    _MVN_NS,
     KafkaSetupError,
     _java_executable,
     _java_major,
@@ -95,9 +93,7 @@ class FhirValidation:
 
 def hapi_version() -> str:
     """The HAPI FHIR version pinned in the shipped ``fhir-validator-pom.xml``."""
-    root = ET.fromstring(_resource_text(_POM_RESOURCE))
-    node = root.find("m:properties/m:hapi.version", _MVN_NS)
-    version = (node.text or "").strip() if node is not None else ""
+    version = maven.pom_property(_resource_text(_POM_RESOURCE), "hapi.version")
     if not version:
         raise FhirValidatorSetupError(f"{_POM_RESOURCE} has no <hapi.version> property; the package is broken.")
     return version

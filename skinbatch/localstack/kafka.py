@@ -35,7 +35,6 @@ import re
 import shutil
 import subprocess
 import uuid
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -230,9 +229,7 @@ def _resource_text(name: str) -> str:
 
 def kafka_version() -> str:
     """The Kafka version pinned in the shipped ``kafka-pom.xml``."""
-    root = ET.fromstring(_resource_text(_POM_RESOURCE))
-    node = root.find("m:properties/m:kafka.version", _MVN_NS)
-    version = (node.text or "").strip() if node is not None else ""
+    version = maven.pom_property(_resource_text(_POM_RESOURCE), "kafka.version")
     if not version:
         raise KafkaSetupError(f"{_POM_RESOURCE} has no <kafka.version> property; the package is broken.")
     return version
