@@ -21,10 +21,6 @@ def _bounded(text: str, limit: int) -> str:
 
 
 def now() -> str:
-    return _now()
-
-
-def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
@@ -57,7 +53,7 @@ def result_message(
         "input": input_info,
         "source": src,
         "timings_ms": {k: round(v, 3) for k, v in timings_ms.items()},
-        "scored_at": scored_at or _now(),
+        "scored_at": scored_at or now(),
     }
     if dicom is not None:
         msg["dicom"] = dicom
@@ -80,7 +76,7 @@ def dead_letter_message(
         "status": "rejected",
         "error": {"type": str(error_type), "message": _bounded(error_message, MAX_DEAD_LETTER_MESSAGE)},
         "source": src,
-        "rejected_at": _now(),
+        "rejected_at": now(),
     }
     if input_info:
         msg["input"] = input_info

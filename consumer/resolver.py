@@ -46,7 +46,8 @@ class ResolverOwner(Protocol):
 class DicomWebResolver:
     def __init__(self, archive: Any, owner: ResolverOwner, mailbox: Mailbox, timers: Timers, metrics: ConsumerMetrics,
                  *, workers: int, retry_initial_s: float, retry_max_s: float, store_results: bool,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 room: Callable[[], bool] = lambda: True, clock: Callable[[], float] = time.monotonic) -> None:
+        """``room()``: whether the owner's memory budget takes another retrieved instance."""
         self.archive = archive
         self.owner = owner
         self.mailbox = mailbox
@@ -55,6 +56,7 @@ class DicomWebResolver:
         self.workers = max(1, workers)
         self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
         self.store_results = store_results
+        self.room = room
         self._clock = clock
         self._io = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="dicomweb")
         self._backlog: deque[Job] = deque()
@@ -126,8 +128,7 @@ class DicomWebResolver:
             return
         self._recovered()
         if outcome[0] != "ok":
-            error_type, message = (outcome[1], outcome[2]) if outcome[0] == "reject" else ("internal_error", outcome[1])
-            self.owner.reject(job, job.request.explicit_id or job.request.dicomweb.uri, error_type, message, None)
+            self.owner.reject(job, job.request.explicit_id or job.request.dicomweb.uri, *_error(outcome), None)
             return
         children = [Job(taken=job.taken, timestamp_ms=job.timestamp_ms, polled=job.polled, request=job.request,
                         parent=job, instance=instance) for instance in outcome[1]]
@@ -136,11 +137,11 @@ class DicomWebResolver:
         self.pump()
 
     # -- retrieve -------------------------------------------------------------------------------------------------
-    def pump(self, room: Callable[[], bool] = lambda: True) -> None:
-        """Start retrievals while the archive is up and ``room()`` says the owner's memory budget allows."""
+    def pump(self) -> None:
+        """Start retrievals while the archive is up and the owner's memory budget has room."""
         if self.down_since is not None:
             return
-        while self._backlog and self._retrievals < 2 * self.workers and room():
+        while self._backlog and self._retrievals < 2 * self.workers and self.room():
             child = self._backlog.popleft()
             if self.owner.current(child):
                 self._retrieve(child)
@@ -173,8 +174,7 @@ class DicomWebResolver:
             return
         self._recovered()
         if outcome[0] != "ok":
-            error_type, message = (outcome[1], outcome[2]) if outcome[0] == "reject" else ("internal_error", outcome[1])
-            self.owner.reject(child, self.owner.base_id(child, child.instance.instance), error_type, message, None)
+            self.owner.reject(child, self.owner.base_id(child, child.instance.instance), *_error(outcome), None)
             return
         data, header = outcome[1]
         child.source_header = header
@@ -227,6 +227,11 @@ class DicomWebResolver:
         self.metrics.reports.labels("stored" if info["stored"] else "already_stored").inc()
         self.owner.stored(job, {"sop_instance_uid": info["sop_instance_uid"],
                                 "series_instance_uid": info["series_instance_uid"]})
+
+
+def _error(outcome: tuple[Any, ...]) -> tuple[str, str]:
+    """(error type, message) of a ``reject`` or ``bug`` outcome of :meth:`DicomWebResolver._submit`."""
+    return (outcome[1], outcome[2]) if outcome[0] == "reject" else ("internal_error", outcome[1])
 
 
 __all__ = ["DicomWebResolver", "ResolverOwner"]

@@ -98,7 +98,7 @@ class ScoringConsumer:
         self.resolver = None if archive is None else DicomWebResolver(
             archive, self, self.mailbox, self.timers, self.metrics, workers=config.dicomweb_workers,
             retry_initial_s=config.retry_initial_s, retry_max_s=config.retry_max_s,
-            store_results=config.store_results)
+            store_results=config.store_results, room=self._room_for_bytes)
         self.watch = None if watch_scorer is None else ModelWatch(
             watch_scorer, lambda: self.card, self.mailbox, self.metrics, on_changed=self.model_changed,
             on_new_card=self._new_card)
@@ -170,7 +170,7 @@ class ScoringConsumer:
         self.timers.run_due()
         self.pipeline.pump()
         if self.resolver is not None:
-            self.resolver.pump(self._room_for_bytes)
+            self.resolver.pump()
         self._flow_control()
         busy = self.source.tracker.in_flight() > 0
         now = time.monotonic()
@@ -463,7 +463,7 @@ class ScoringConsumer:
             self.timers.run_due()
             self.pipeline.pump()
             if self.resolver is not None:
-                self.resolver.pump(self._room_for_bytes)
+                self.resolver.pump()
             self.source.flow(True)
             self.source.keep_alive()
             self.mailbox.run(timeout=0.05)

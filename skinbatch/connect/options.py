@@ -88,7 +88,6 @@ TRITON_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("triton_cert", "Client certificate for mutual TLS with Triton."),
     OptionSpec("triton_key", "Client key for mutual TLS with Triton."),
 )
-TRITON_FIELDS = tuple(spec.name for spec in TRITON_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -159,5 +158,5 @@ def triton_options(required: bool = True) -> Callable[[F], F]:
     return _folded(TRITON_OPTIONS, "triton", triton_target, required, None)
 
 
-__all__ = ["ENV_PREFIX", "KAFKA_FIELDS", "KAFKA_OPTIONS", "TRITON_FIELDS", "TRITON_OPTIONS", "OptionSpec",
+__all__ = ["ENV_PREFIX", "KAFKA_FIELDS", "KAFKA_OPTIONS", "TRITON_OPTIONS", "OptionSpec",
            "TritonTarget", "env_name", "kafka_connection", "kafka_options", "triton_options", "triton_target"]

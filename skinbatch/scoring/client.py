@@ -9,7 +9,6 @@ nothing is ever named after the wrong model.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -56,16 +55,6 @@ class TritonScorer:
         except TritonUnavailable:
             return False
 
-    def wait_ready(self, timeout_s: float = 60.0, poll_s: float = 0.5) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not self.is_ready():
-            if time.monotonic() > deadline:
-                raise TritonUnavailable(
-                    f"Triton at {self.url} did not report model {self.model!r} ready within {timeout_s:.0f} s. "
-                    "Check `skinbatch serve` (or the Triton container) and its log."
-                )
-            time.sleep(poll_s)
-
     @property
     def card(self) -> ModelCard:
         if self._card is None:
@@ -104,9 +93,6 @@ class TritonScorer:
         """Score a batch synchronously."""
         answer = self._transport.infer(self.model, self._checked(images), self.outputs(with_map), self.timeout_s)
         return self._scores(answer, self.card)
-
-    def infer_raw(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        return self._transport.infer(self.model, self._checked(images), SCORE_OUTPUTS, self.timeout_s).outputs
 
     def infer_async(self, images: Images, callback: ScoresCallback, *, with_map: bool = False) -> None:
         """Score a batch in the background; ``callback(scores, error)`` runs on a client thread."""

@@ -4,8 +4,8 @@ Decode workers write each preprocessed frame (size × size × 3 bytes) straight 
 Triton then names a run of consecutive slots (offset and byte size in the registered region) instead of
 carrying the pixels. Nothing is pickled between processes and no protobuf copy of the tensor is made.
 
-* :class:`SlotRing` (pure): which slots are free, allocation in ring order (so that frames decoded in
-  order sit next to each other and form batches), and :func:`runs` of consecutive ready slots.
+* :class:`SlotRing` (pure): which slots are free, and allocation in ring order (so that frames decoded
+  in order sit next to each other and a batch of them is sent in place).
 * :class:`SharedSlots` (I/O): the segment itself, a file under ``/dev/shm`` that Triton maps by its key.
   Workers attach with :func:`attach` by name. A consumer SIGKILLed earlier leaves its segment behind;
   :func:`remove_stale_segments` deletes those of processes that no longer exist on this host.
@@ -18,7 +18,6 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -60,22 +59,6 @@ class SlotRing:
             raise ValueError(f"slot {index} is already free")
         self._free[index] = True
         self._free_count += 1
-
-
-def runs(slots: Iterable[int], limit: int) -> Iterator[list[int]]:
-    """Consecutive runs of slot indices, each at most ``limit`` long, in ascending order. Pure.
-
-    >>> list(runs([7, 3, 4, 5, 9, 8], 2))
-    [[3, 4], [5], [7, 8], [9]]
-    """
-    run: list[int] = []
-    for index in sorted(slots):
-        if run and (index != run[-1] + 1 or len(run) == limit):
-            yield run
-            run = []
-        run.append(index)
-    if run:
-        yield run
 
 
 def segment_name(host: str | None = None, pid: int | None = None) -> str:
@@ -165,4 +148,4 @@ def attach(name: str, shape: tuple[int, ...], directory: Path = SHM_DIR) -> np.n
     return np.frombuffer(mapped, dtype=np.uint8).reshape(size // slot_bytes, *shape)
 
 
-__all__ = ["SharedSlots", "SlotRing", "attach", "remove_stale_segments", "runs", "segment_name"]
+__all__ = ["SharedSlots", "SlotRing", "attach", "remove_stale_segments", "segment_name"]

@@ -1,4 +1,4 @@
-"""Shared-memory slots: allocation in ring order, runs of consecutive slots, the segment itself."""
+"""Shared-memory slots: allocation in ring order, and the segment itself."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
 
-from skinbatch.scoring.slots import SharedSlots, SlotRing, attach, remove_stale_segments, runs, segment_name
+from skinbatch.scoring.slots import SharedSlots, SlotRing, attach, remove_stale_segments, segment_name
 
 
 def test_allocation_continues_after_the_last_slot_and_wraps() -> None:
@@ -21,15 +20,6 @@ def test_allocation_continues_after_the_last_slot_and_wraps() -> None:
     assert ring.allocate() == 1 and ring.allocate() == 2
     with pytest.raises(ValueError, match="already free"):
         ring.release(0) or ring.release(0)
-
-
-@given(st.sets(st.integers(0, 60)), st.integers(1, 8))
-def test_runs_partition_the_slots_into_consecutive_pieces(slots: set[int], limit: int) -> None:
-    pieces = list(runs(slots, limit))
-    assert sorted(s for piece in pieces for s in piece) == sorted(slots)
-    for piece in pieces:
-        assert 1 <= len(piece) <= limit
-        assert piece == list(range(piece[0], piece[0] + len(piece)))
 
 
 def test_a_worker_sees_what_it_writes_through_its_own_mapping(tmp_path: Path) -> None:
