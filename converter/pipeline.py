@@ -80,6 +80,7 @@ class ConvertOptions:
     model_version: int = 1
     model_name: str | None = None
     cpu_threads: int = 0
+    cpu_spin: bool = False
     check_images: int = 8
     """Seeded images for the parity and drift checks."""
     timing_cache: Path | None = None
@@ -175,6 +176,7 @@ def repository_options(opts: ConvertOptions) -> RepositoryOptions:
         instances=opts.instances,
         model_version=opts.model_version,
         cpu_threads=opts.cpu_threads,
+        cpu_spin=opts.cpu_spin,
     )
 
 

@@ -64,6 +64,9 @@ class RepositoryOptions:
     model_version: int = 1
     cpu_threads: int = 0
     """onnxruntime intra-op threads in the ``cpu`` target's python models (0: onnxruntime's default)."""
+    cpu_spin: bool = False
+    """Let those threads spin while idle (onnxruntime's default). Off: they sleep, and the CPU they would
+    burn between batches goes to the decoders on the same host (docs/benchmarks.md: about 2 ms an image)."""
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -108,6 +111,7 @@ def _warmup(name: str, dtype: int, dims: Sequence[int]) -> mc.ModelWarmup:
 
 def _python_parameters(config: mc.ModelConfig, opts: RepositoryOptions) -> None:
     config.parameters["intra_op_threads"].string_value = str(opts.cpu_threads)
+    config.parameters["allow_spinning"].string_value = "1" if opts.cpu_spin else "0"
     config.parameters["onnx_file"].string_value = "model.onnx"
 
 
