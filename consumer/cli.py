@@ -54,6 +54,7 @@ def _shared(specs: tuple[OptionSpec, ...], required: str):  # type: ignore[no-un
 @_opt("group_id", "Kafka consumer group; every member shares the work.")
 @_opt("compression_type", "Codec of the results and dead letters this consumer produces.",
       type=click.Choice(COMPRESSION_TYPES))
+@_opt("linger_ms", "How long results wait to fill a batch before they are produced.", type=click.IntRange(min=0))
 @_opt("archive_root", "Folder that {\"uri\": ...} references resolve under (refused without it).",
       type=click.Path(exists=True, file_okay=False))
 @_opt("model", "Ensemble to call.")
@@ -163,8 +164,8 @@ def build_consumer(config: ConsumerConfig, metrics: ConsumerMetrics | None = Non
 
     def make_producer(**sizes: int) -> KafkaProducer:
         codec = None if config.compression_type == "none" else config.compression_type
-        return KafkaProducer(client_id=config.client_id, acks="all", enable_idempotence=True, linger_ms=5,
-                             compression_type=codec, **sizes, **security)
+        return KafkaProducer(client_id=config.client_id, acks="all", enable_idempotence=True,
+                             linger_ms=config.linger_ms, compression_type=codec, **sizes, **security)
 
     def limits() -> dict[str, int]:
         admin = KafkaAdminClient(client_id=f"{config.client_id}-limits", **security)
@@ -180,8 +181,11 @@ def build_consumer(config: ConsumerConfig, metrics: ConsumerMetrics | None = Non
         auto_offset_reset="earliest", max_poll_records=max(1, min(config.max_in_flight, 500)),
         session_timeout_ms=config.session_timeout_ms,
         heartbeat_interval_ms=max(1000, config.session_timeout_ms // 4),
-        max_partition_fetch_bytes=config.max_message_bytes + 65536,
-        fetch_max_bytes=max(config.max_message_bytes + 65536, 52428800),
+        # Kafka's default fetch sizes (1 MB a partition, 50 MB a fetch). A larger message still comes: the
+        # broker always returns the first record batch whole (KIP-74). Fetches sized for the largest
+        # message cost 0.4 ms more CPU a 160 KB message under a paused backlog (docs/benchmarks.md).
+        max_partition_fetch_bytes=1 << 20,
+        fetch_max_bytes=50 << 20,
         # Full fetch requests: a few partitions per member make incremental fetch sessions (KIP-227) save
         # nothing, and in kafka-python they have left partitions unfetched (upstream issue #2575).
         enable_incremental_fetch_sessions=False,

@@ -66,6 +66,9 @@ class ConsumerConfig:
     ssl_keyfile: str | None = None
     ssl_password: str | None = field(default=None, repr=False)
     ssl_check_hostname: bool = True
+    linger_ms: int = 50
+    """How long the producer waits to fill a batch of results. Results carry no deadline tighter than a
+    second; at 5 ms each result went out in a request of its own, 0.4 ms of CPU more a message."""
     compression_type: str = "lz4"
     """Codec of the records this consumer produces (results, dead letters). lz4: JSON results shrink
     several-fold at a cost of microseconds per batch, and every mainstream client reads it."""
