@@ -61,7 +61,7 @@ def _shared(specs: tuple[OptionSpec, ...], required: str):  # type: ignore[no-un
 @_opt("decode_workers", "Decoding processes.", type=int, default=None)
 @_opt("max_in_flight", "Messages in flight before consumption pauses.", type=int)
 @_opt("max_infer_in_flight", "Decoded frames held for Triton (shared-memory slots of 268 KB).", type=int)
-@_opt("max_infer_requests", "Requests outstanding at Triton, each a batch of the frames ready together.", type=int)
+@_opt("max_infer_requests", "Requests outstanding at Triton; beyond the first, only full batches go.", type=int)
 @_opt("max_infer_batch", "Frames per request (default: the model's max_batch_size; 1 turns client-side "
       "batching off).", type=click.IntRange(min=1), default=None)
 @_opt("shared_memory", "Hand images to Triton through system shared memory: auto (when Triton runs on this "

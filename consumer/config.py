@@ -29,7 +29,8 @@ class ConsumerConfig:
     max_infer_in_flight: int = 64
     """Decoded frames held for Triton (waiting or at Triton): the shared-memory slots, 268 KB each."""
     max_infer_requests: int = 4
-    """Requests outstanding at Triton; each carries the frames ready together, up to the model's max batch."""
+    """Requests outstanding at Triton: the first carries what is ready, the others only full batches
+    (the scoring pipeline's Nagle rule)."""
     max_infer_batch: int | None = None
     """Frames per request; the model's max_batch_size when unset (1 turns client-side batching off)."""
     shared_memory: str = "auto"

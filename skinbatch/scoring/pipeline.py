@@ -12,10 +12,15 @@
   preprocess. With shared memory they write the model input straight into a slot of one segment that
   Triton has registered, so no pixels are pickled back and no tensor is copied into a request.
 * **Batches**: frames that are ready together go to Triton in one request, up to the model's maximum
-  batch size, with at most ``max_requests`` requests outstanding; while those run, more frames become
-  ready and form the next, larger batch. Triton's dynamic batcher still merges requests. With shared
-  memory a batch is a run of consecutive slots (allocated in ring order, so frames decoded in order
-  lie side by side); without it the frames are stacked into the request.
+  batch size. Nagle's rule: with nothing at Triton, whatever is ready goes at once; with a request
+  out, the next goes when a full batch is ready (up to ``max_requests`` outstanding) or, otherwise,
+  when an answer comes back, with all that became ready meanwhile. Frames wait at most one request's
+  time, and decoding goes on while they wait. Triton charges a fixed price for each execution (on the
+  CPU, 2 ms of its python steps), so on a slow server the batches grow until they pay for it, and on
+  a fast one they go as soon as they are ready. Triton's dynamic batcher still merges requests. With
+  shared memory a batch is a run of consecutive slots (allocated in ring order, so frames decoded in
+  order lie side by side), or is copied into a staging block; without it the frames are stacked into
+  the request.
 * **Faults**: Triton failing puts the batch back and pauses sending, probing with backoff; a worker
   that dies restarts the pool and the item is decoded again; a file that cannot be read now is handed
   to the listener to retry. Bad input is the listener's to report. Nothing is ever dropped silently.
@@ -138,7 +143,7 @@ class PipelineOptions:
     """Decoded frames held (waiting for Triton or at Triton): the shared-memory slots, and the bound
     on decoded pixels in memory. 256 frames of 299×299×3 are 69 MB."""
     max_requests: int = 4
-    """Requests outstanding at Triton. Few and full beats many and small; two keep Triton busy."""
+    """Requests outstanding at Triton. Beyond the first, only full batches go (Nagle's rule, above)."""
     max_batch: int | None = None
     """Frames per request; the model's ``max_batch_size`` (from its card) when None."""
     shared_memory: str = "auto"
@@ -447,7 +452,12 @@ class ScoringPipeline:
         while self._waiting and not self._suspects and (self._slots is None or self._slots.ring.free):
             self._decode(self._waiting.popleft())
         while self.down_since is None and not self.abandoned and self.requests < self.options.max_requests:
-            batch = self._retry.popleft() if self._retry else self._next_batch()
+            if self._retry:
+                self._send(self._retry.popleft())
+                continue
+            if self.requests and len(self._ready_slots) + len(self._ready_inband) < self._max_batch:
+                return  # a request is out: let its answer's wait fill the next batch (see the module's notes)
+            batch = self._next_batch()
             if batch is None:
                 return
             self._send(batch)

@@ -48,8 +48,8 @@ def exit_code_for(summary: RunSummary, failed: int) -> ExitCode:
 @click.option("--workers", type=click.IntRange(min=1), default=default_workers, show_default="CPUs - 1",
               help="Decoding processes.")
 @click.option("--max-in-flight", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Requests outstanding at Triton; each carries the frames ready together, up to the model's "
-                   "maximum batch size.")
+              help="Requests outstanding at Triton: the first carries the frames ready together, the others "
+                   "only full batches (the model's maximum batch size).")
 @click.option("--shared-memory", type=click.Choice(SHARED_MEMORY_MODES), default="auto", show_default=True,
               envvar="SKINBATCH_SHARED_MEMORY", show_envvar=True,
               help="Hand images to Triton through system shared memory: auto (when Triton runs on this host), "

@@ -161,6 +161,36 @@ def test_frames_ready_together_go_in_one_request_of_consecutive_slots(card: Mode
         pipeline.close()
 
 
+def test_with_a_request_out_only_full_batches_go_and_the_rest_waits_for_its_answer(card: ModelCard) -> None:
+    # Nagle's rule: Triton charges per execution, so frames ready while a request is out wait for it.
+    pipeline, scorer, listener, mailbox = _pipeline(card, max_requests=4)
+    try:
+        pipeline.submit("first", payload=synthetic_jpeg(40, 40, seed=0))
+        _turn(pipeline, mailbox)
+        assert len(scorer.requests) == 1  # nothing was out: it goes alone, at once
+        for i in range(3):
+            pipeline.submit(f"second-{i}", payload=synthetic_jpeg(40, 40, seed=i + 1))
+            _turn(pipeline, mailbox)
+        assert len(scorer.requests) == 1, "three frames, less than a batch of 4, wait while a request is out"
+        pipeline.submit("second-3", payload=synthetic_jpeg(40, 40, seed=9))
+        _turn(pipeline, mailbox)
+        assert [r[0].shape[0] for r in scorer.requests] == [1, 4]  # a full batch goes beside it
+        pipeline.submit("third", payload=synthetic_jpeg(40, 40, seed=10))
+        _turn(pipeline, mailbox)
+        assert len(scorer.requests) == 2
+        scorer.answer(0)
+        _turn(pipeline, mailbox)
+        assert len(scorer.requests) == 1  # an answer does not release a partial batch while another is out
+        scorer.answer(0)
+        _turn(pipeline, mailbox)
+        assert [r[0].shape[0] for r in scorer.requests] == [1]  # nothing out: what is ready goes
+        scorer.answer(0)
+        _turn(pipeline, mailbox)
+        assert len(listener.scored_list) == 6 and not pipeline.busy
+    finally:
+        pipeline.close()
+
+
 def test_the_slot_holds_the_model_input(card: ModelCard) -> None:
     from skinbatch.imaging import decode, preprocess
 
