@@ -15,7 +15,9 @@ Per model (a cheap stand-in that makes the host's own cost visible, and the demo
   (`skinbatch consume` on messages published beforehand; first to last result, start-up reported
   apart), each as a ratio to the limit; consumer / triage; consumer / direct Triton;
 * the consumer's main-process CPU ms per message (Kafka client, gRPC, JSON, bookkeeping);
-* each gain on its own: the consumer without shared memory, and without client-side batching.
+* each gain on its own: the consumer without shared memory, without client-side batching, and with its
+  results lingering 5 ms instead of 50 before they are produced; triage with onnxruntime's threads in
+  Triton spinning between batches (``convert --cpu-spin``) instead of sleeping.
 
 With --memory-gb, the consumer's process tree (main process and decode workers) is sampled for its peak
 resident memory while it works through a backlog of that many GB of 12 MP photos (stand-in model).
@@ -149,6 +151,29 @@ def triage_rate(folder: Path, url: str, out: Path) -> float:
     return summary["frames_scored"] / summary["elapsed_s"]
 
 
+def triage_with_triton_cpu(folder: Path, triton: Any, out: Path, n: int) -> dict[str, float]:
+    """Triage's rate and Triton's CPU ms per image meanwhile."""
+    from consumer_bench import _children, tree_cpu_seconds
+
+    before = tree_cpu_seconds(triton.pid, _children())
+    rate = triage_rate(folder, triton.grpc_url, out)
+    return {"rate": rate, "triton_ms": (tree_cpu_seconds(triton.pid, _children()) - before) * 1000 / n}
+
+
+def spinning_copy(repo: Path, dest: Path) -> Path:
+    """The repository as ``skinbatch convert --cpu-spin`` writes it: onnxruntime's threads spin between
+    batches (its default) instead of sleeping."""
+    import shutil
+
+    shutil.copytree(repo, dest)
+    for config in dest.glob("*/config.pbtxt"):
+        text = config.read_text()
+        if '"allow_spinning"' in text:
+            start = text.index('"allow_spinning"')
+            config.write_text(text[:start] + text[start:].replace('string_value: "0"', 'string_value: "1"', 1))
+    return dest
+
+
 def _tree_rss_mb(pid: int) -> float:
     from consumer_bench import _children
 
@@ -247,11 +272,18 @@ def bench_model(name: str, repo: Path, n: int, jpegs: list[bytes], broker: Any, 
         row["T_single"] = triton_rate(triton.grpc_url, frames, n, batch=1, in_flight=64, shm=False)
         row["T"] = max(row["T_batched"], row["T_single"])
         row["limit"] = 1 / (1 / row["D"] + 1 / row["T"])
-        row["triage"] = triage_rate(folder, triton.grpc_url, tmp / f"triage-{name}")
+        measured = triage_with_triton_cpu(folder, triton, tmp / f"triage-{name}", n)
+        row["triage"], row["triage_triton_ms"] = measured["rate"], measured["triton_ms"]
         consumer_run(broker, triton, values[: max(32, n // 8)], [], tmp)  # warm-up, not counted
         row["consumer"] = consumer_run(broker, triton, values, [], tmp)
         row["consumer_no_shm"] = consumer_run(broker, triton, values, ["--shared-memory", "off"], tmp)
         row["consumer_no_batching"] = consumer_run(broker, triton, values, ["--max-infer-batch", "1"], tmp)
+        row["consumer_linger_5"] = consumer_run(broker, triton, values, ["--linger-ms", "5"], tmp)
+    spin_cfg = TritonServerConfig(repository=spinning_copy(repo, tmp / f"repo-{name}-spin"), http_port=0, grpc_port=0,
+                                  metrics_port=0, work_dir=tmp / f"triton-{name}-spin")
+    with LocalTriton(spin_cfg) as triton:
+        spun = triage_with_triton_cpu(folder, triton, tmp / f"triage-{name}-spin", n)
+        row["triage_spin"], row["triage_spin_triton_ms"] = spun["rate"], spun["triton_ms"]
     return row
 
 
@@ -310,14 +342,22 @@ def main() -> None:
     print("The consumer with each gain taken away (rate, ratio to the full consumer, main-process CPU ms/msg):")
     for r in rows:
         for key, label in (("consumer", "shared memory + batching"), ("consumer_no_shm", "no shared memory"),
-                           ("consumer_no_batching", "no client-side batching")):
+                           ("consumer_no_batching", "no client-side batching"),
+                           ("consumer_linger_5", "results lingering 5 ms")):
             c = r[key]
             print(f"  {r['model']:13} {label:26} {c['rate']:7.1f}/s  x{c['rate'] / r['consumer']['rate']:.2f}  "
                   f"{c['cpu']['consumer']:6.2f} ms")
     print()
+    print("Triage with onnxruntime's threads sleeping between batches (the converter's default) and spinning "
+          "(--cpu-spin): rate, ratio, Triton's CPU ms per image:")
+    for r in rows:
+        print(f"  {r['model']:13} sleeping {r['triage']:7.1f}/s  {r['triage_triton_ms']:5.2f} ms   spinning "
+              f"{r['triage_spin']:7.1f}/s  {r['triage_spin_triton_ms']:5.2f} ms   sleeping/spinning "
+              f"x{r['triage'] / r['triage_spin']:.2f}")
+    print()
     print("CPU ms per message, by process (consumer = its main process):")
     for r in rows:
-        for key in ("consumer", "consumer_no_shm", "consumer_no_batching"):
+        for key in ("consumer", "consumer_no_shm", "consumer_no_batching", "consumer_linger_5"):
             cpu = r[key]["cpu"]
             processes = ("consumer", "decode", "triton", "kafka")
             print(f"  {r['model']:13} {key:21} " + " ".join(f"{p} {cpu[p]:6.2f}" for p in processes))
