@@ -4,6 +4,8 @@
   single source file) publishes images with each of none, gzip, snappy, lz4 and zstd, and to a topic
   whose own ``compression.type`` is zstd (the broker recompresses whatever it gets). Every request is
   answered and nothing is dead-lettered.
+* **A photo larger than the consumer's fetch size** (2+ MB against 1 MB a partition), from the same
+  Java producer, is answered.
 * **A codec this install cannot read** (lz4 switched off in kafka-python) stops the consumer with exit
   11 and one line naming the package: nothing dead-lettered, nothing committed past the batch.
 * **The broker is SIGKILLed mid-stream** and started again on the same data: every request is answered,
@@ -91,6 +93,34 @@ def test_a_java_producer_with_every_codec(kafka_broker: Any, served_triton: Any,
     assert codes == [0, 0], [c.log() for c in consumers]
     assert not msgs[topics["dead"]], msgs[topics["dead"]]
     assert _ids(msgs, topics["result"]) == wanted
+
+
+def test_a_photo_larger_than_a_fetch_from_a_java_producer_is_answered(
+        kafka_broker: Any, served_triton: Any, tmp_path: Path) -> None:
+    """The consumer fetches 1 MB a partition (Kafka's default); a 12 MP photo of 2+ MB still comes whole,
+    because the broker returns a fetch's first record batch entire (KIP-74)."""
+    if shutil.which("java") is None:
+        pytest.skip("no java: the Java producer runs with the JDK that runs the local Kafka")
+    topics = unique_topics("large")
+    kafka_broker.create_topics({topics["request"]: 1, topics["result"]: 1, topics["dead"]: 1})
+    large, small = tmp_path / "large.jpg", tmp_path / "small.jpg"
+    large.write_bytes(synthetic_jpeg(4000, 3000, seed=3))
+    small.write_bytes(synthetic_jpeg(640, 480, seed=4))
+    assert large.stat().st_size > 1 << 20
+    plan = [(topics["request"], "none", "large", large), (topics["request"], "none", "small", small)]
+    run_java_producer(kafka_broker.bootstrap_servers, plan, tmp_path)
+    consumer = ConsumerProcess(kafka_broker.bootstrap_servers, served_triton.grpc_url, topics, "g-large",
+                               tmp_path / "consumer.log").start()
+    reader = TopicReader(kafka_broker.bootstrap_servers, topics["result"], topics["dead"])
+    try:
+        msgs = reader.read(lambda m: _ids(m, topics["result"]) >= {"large", "small"} or bool(m[topics["dead"]])
+                           or not consumer.alive(), timeout=180)
+    finally:
+        reader.close()
+        code = consumer.stop()
+    assert code == 0, consumer.log()
+    assert not msgs[topics["dead"]], msgs[topics["dead"]]
+    assert _ids(msgs, topics["result"]) == {"large", "small"}
 
 
 def test_a_codec_that_cannot_be_read_stops_the_consumer_cleanly(
