@@ -160,20 +160,6 @@ def triage_with_triton_cpu(folder: Path, triton: Any, out: Path, n: int) -> dict
     return {"rate": rate, "triton_ms": (tree_cpu_seconds(triton.pid, _children()) - before) * 1000 / n}
 
 
-def spinning_copy(repo: Path, dest: Path) -> Path:
-    """The repository as ``skinbatch convert --cpu-spin`` writes it: onnxruntime's threads spin between
-    batches (its default) instead of sleeping."""
-    import shutil
-
-    shutil.copytree(repo, dest)
-    for config in dest.glob("*/config.pbtxt"):
-        text = config.read_text()
-        if '"allow_spinning"' in text:
-            start = text.index('"allow_spinning"')
-            config.write_text(text[:start] + text[start:].replace('string_value: "0"', 'string_value: "1"', 1))
-    return dest
-
-
 def _tree_rss_mb(pid: int) -> float:
     from consumer_bench import _children
 
@@ -246,7 +232,9 @@ def consumer_run(broker: Any, triton: Any, values: list[bytes], extra: list[str]
 
 # -- main ------------------------------------------------------------------------------------------------------
 
-def bench_model(name: str, repo: Path, n: int, jpegs: list[bytes], broker: Any, tmp: Path) -> dict[str, Any]:
+def bench_model(name: str, repo: Path, spin_repo: Path, n: int, jpegs: list[bytes], broker: Any,
+                tmp: Path) -> dict[str, Any]:
+    """``spin_repo``: the same model converted with ``--cpu-spin``."""
     from skinbatch.imaging import decode, preprocess
     from skinbatch.scoring import TritonScorer
     from skinbatch.serve import LocalTriton, TritonServerConfig
@@ -279,8 +267,8 @@ def bench_model(name: str, repo: Path, n: int, jpegs: list[bytes], broker: Any, 
         row["consumer_no_shm"] = consumer_run(broker, triton, values, ["--shared-memory", "off"], tmp)
         row["consumer_no_batching"] = consumer_run(broker, triton, values, ["--max-infer-batch", "1"], tmp)
         row["consumer_linger_5"] = consumer_run(broker, triton, values, ["--linger-ms", "5"], tmp)
-    spin_cfg = TritonServerConfig(repository=spinning_copy(repo, tmp / f"repo-{name}-spin"), http_port=0, grpc_port=0,
-                                  metrics_port=0, work_dir=tmp / f"triton-{name}-spin")
+    spin_cfg = TritonServerConfig(repository=spin_repo, http_port=0, grpc_port=0, metrics_port=0,
+                                  work_dir=tmp / f"triton-{name}-spin")
     with LocalTriton(spin_cfg) as triton:
         spun = triage_with_triton_cpu(folder, triton, tmp / f"triage-{name}-spin", n)
         row["triage_spin"], row["triage_spin_triton_ms"] = spun["rate"], spun["triton_ms"]
@@ -318,13 +306,15 @@ def main() -> None:
         jpegs = [synthetic_jpeg(1024, 768, seed=s) for s in range(16)]
         standin = tmp / "standin.onnx"
         build_standin_onnx(standin, len(default_taxonomy().training_classes))
-        repos = {"stand-in": convert(["--onnx", str(standin), "--model-name", "standin"], tmp / "repo-standin")}
+        sources = {"stand-in": ["--onnx", str(standin), "--model-name", "standin"]}
         if "inception-v3" in args.models:
-            repos["inception-v3"] = convert(["--demo-weights"], tmp / "repo-inception")
+            sources["inception-v3"] = ["--demo-weights"]  # seeded: both conversions hold the same weights
+        repos = {name: convert(src, tmp / f"repo-{name}") for name, src in sources.items()}
+        spin_repos = {name: convert([*src, "--cpu-spin"], tmp / f"repo-{name}-spin") for name, src in sources.items()}
         with KafkaBroker(work_dir=tmp / "kafka", message_max_bytes=16 << 20) as broker:
             for name in args.models.split(","):
                 n = args.images if name == "stand-in" else args.inception_images
-                rows.append(bench_model(name, repos[name], n, jpegs, broker, tmp))
+                rows.append(bench_model(name, repos[name], spin_repos[name], n, jpegs, broker, tmp))
                 print(json.dumps(rows[-1], default=float), file=sys.stderr, flush=True)
             memory = memory_run(repos["stand-in"], args.memory_gb, broker, tmp) if args.memory_gb else None
     print(f"1024x768 JPEGs, {os.cpu_count()} CPUs; rates in images/s")
