@@ -39,10 +39,9 @@ import queue
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from typing import Any, Protocol
 
 import numpy as np
@@ -57,6 +56,7 @@ from .decoding import decode_task, decode_worker_init, limits_dict
 from .scores import Scores
 from .slots import SharedSlots, remove_stale_segments
 from .transport import ShmInput, TritonTLSError
+from .workers import DecodePool
 
 log = logging.getLogger("skinbatch.scoring")
 
@@ -620,9 +620,7 @@ def unregister(transport: Any, region: str, patience_s: float = 3.0) -> bool:
 
 
 def _process_pool(workers: int, initargs: tuple[Any, ...]) -> Executor:
-    # spawn, not fork: the parent holds gRPC channels and threads, which do not survive a fork.
-    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=decode_worker_init,
-                               initargs=initargs)
+    return DecodePool(workers, decode_worker_init, initargs)
 
 
 __all__ = ["SHARED_MEMORY_MODES", "Mailbox", "PipelineListener", "PipelineOptions", "ScoredFrame", "ScoredInput",
