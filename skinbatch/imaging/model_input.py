@@ -81,11 +81,12 @@ def decode_worker_init() -> None:
     and pydicom's warnings, which can quote element values, silenced."""
     import signal
 
-    from skinbatch._process import die_with_parent
+    from skinbatch._process import die_with_parent, reuse_large_buffers
     from skinbatch.logs import silence_pydicom
 
     # A SIGKILLed consumer must not leave its decode workers behind.
     die_with_parent(signal.SIGTERM)
+    reuse_large_buffers()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     silence_pydicom()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
