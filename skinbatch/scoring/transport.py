@@ -17,6 +17,7 @@ untrusted certificate), so callers tell "down" from "misconfigured".
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 import threading
@@ -29,6 +30,8 @@ import numpy as np
 
 from skinbatch.connect.triton import TritonEndpoint, TritonTLS
 from skinbatch.contract import ExitCode, Tensor, TritonUnavailable
+
+log = logging.getLogger("skinbatch.scoring")
 
 T = TypeVar("T")
 
@@ -163,6 +166,29 @@ class GrpcTransport:
         self.endpoint = endpoint
         self._grpc = grpcclient
         self._client = grpcclient.InferenceServerClient(endpoint.address, **tls.grpc_kwargs(endpoint))
+        self._stream_open = False
+
+    def _keep_channel_thread(self) -> None:
+        """Hold one idle stream open on the channel, so that gRPC keeps its one polling thread.
+
+        gRPC Python starts a thread to poll a channel whenever a call begins with none in progress, and
+        that thread ends with the last call: a consumer that waits for each answer before sending on
+        paid a thread start (and the wait for it) on most requests. An idle ``ModelStreamInfer`` that
+        sends nothing keeps one call in progress. When it fails (Triton restarted), the next request
+        opens another; until then requests work as before."""
+        if self._stream_open:
+            return
+        self._client.stop_stream(cancel_requests=True)  # a failed one: tritonclient holds one at a time
+
+        def ended(result: Any = None, error: Any = None) -> None:
+            self._stream_open = False
+
+        try:
+            self._client.start_stream(ended)
+        except Exception as exc:  # noqa: BLE001 - only an optimisation: requests go without it
+            log.debug("no idle stream: %s", exc)
+            return
+        self._stream_open = True
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
@@ -224,9 +250,11 @@ class GrpcTransport:
                 return
             callback(answer, None)
 
+        self._keep_channel_thread()
         self._call(self._client.async_infer, model, inputs, done, outputs=requested, client_timeout=timeout_s)
 
     def close(self) -> None:
+        self._client.stop_stream(cancel_requests=True)  # not waiting for a Triton that may not answer
         self._client.close()
 
 

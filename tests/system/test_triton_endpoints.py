@@ -186,3 +186,35 @@ def test_consume_over_http(kafka_broker: Any, served_triton: LocalTriton, tmp_pa
     produce(kafka_broker.bootstrap_servers, topics["request"],
             [(f"img-{i}", synthetic_jpeg(500, 400, seed=i), []) for i in range(3)])
     _answers_three(kafka_broker, served_triton.http_url, topics, tmp_path / "http.log", [])
+
+
+def test_requests_one_after_another_share_one_grpc_polling_thread(served_triton: LocalTriton) -> None:
+    """gRPC Python ends a channel's polling thread with its last call in progress; the scorer's idle
+    stream keeps it, so a request that waits for the one before starts no thread."""
+    import queue
+
+    import numpy as np
+
+    from skinbatch.scoring import TritonScorer
+
+    scorer = TritonScorer(served_triton.grpc_url)
+    try:
+        size = scorer.load_card().input_size
+        answers: queue.Queue[Any] = queue.Queue()
+        pollers = []
+        for _ in range(4):
+            scorer.infer_async(np.zeros((1, size, size, 3), np.uint8), lambda scores, error: answers.put(error))
+            assert answers.get(timeout=60) is None
+            time.sleep(0.2)  # without the stream, the polling thread has ended by now
+            pollers.append({ident for ident, frame in sys._current_frames().items() if _runs(frame, "channel_spin")})
+        assert len(pollers[0]) == 1 and all(p == pollers[0] for p in pollers), pollers
+    finally:
+        scorer.close()
+
+
+def _runs(frame: Any, function: str) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == function:
+            return True
+        frame = frame.f_back
+    return False
