@@ -7,6 +7,8 @@
   The process's CPU per message with Kafka's default fetch sizes (1 MB a partition, 50 MB a fetch: the
   consumer's settings) against fetches sized for its largest message (32 MB a partition, the previous
   settings), and 256 KB.
+* **Socket reads.** With Kafka's default fetch sizes, kafka-python's own socket reads (4 KiB a call)
+  against the consumer's (256 KiB, ``skinbatch/connect/kafka_reads.py``).
 * **Linger.** 3 KB results produced at a steady rate the way the consumer produces them (acks=all,
   idempotence, lz4), with ``linger_ms`` 5 (the previous setting) and 50 (the consumer's default).
 
@@ -32,6 +34,19 @@ FETCH = {
     "largest message 32 MB": {"max_partition_fetch_bytes": (32 << 20) + 65536, "fetch_max_bytes": 50 << 20},
     "small 256 KB": {"max_partition_fetch_bytes": 256 << 10, "fetch_max_bytes": 1 << 20},
 }
+
+
+def library_reads(on: bool) -> None:
+    """kafka-python's own 4 KiB socket reads (``on``), or the consumer's 256 KiB ones."""
+    from kafka.net import transport
+
+    from skinbatch.connect import kafka_reads
+
+    if not hasattr(library_reads, "original"):
+        library_reads.original = (transport.KafkaTCPTransport._sock_recv,  # type: ignore[attr-defined]
+                                  transport.KafkaSSLTransport._sock_recv)
+    tcp, tls = library_reads.original if on else (kafka_reads._tcp_recv, kafka_reads._ssl_recv)  # type: ignore[attr-defined]
+    transport.KafkaTCPTransport._sock_recv, transport.KafkaSSLTransport._sock_recv = tcp, tls
 
 
 def cpu_s() -> float:
@@ -119,12 +134,20 @@ def main() -> None:
         producer.flush()
         producer.close()
         size_kb = sum(map(len, jpegs)) / len(jpegs) / 1024
-        # Warm-up, not counted: connections, metadata, the broker's page cache.
+        # Warm-up, not counted: connections, metadata, the broker's page cache. Reads: the consumer's,
+        # except where a variant says otherwise.
+        library_reads(False)
         consume(broker.bootstrap_servers, "requests", 6, min(args.messages, 600), FETCH["small 256 KB"], args.rate * 4)
         for _ in range(args.rounds):
+            library_reads(False)
             for name, sizes in FETCH.items():
                 results[f"fetch {name}"].append(consume(broker.bootstrap_servers, "requests", 6, args.messages,
                                                         sizes, args.rate))
+            library_reads(True)
+            results["fetch default, library's 4 KiB reads"].append(
+                consume(broker.bootstrap_servers, "requests", 6, args.messages, FETCH["default 1 MB/partition"],
+                        args.rate))
+            library_reads(False)
             for linger in (5, 50):
                 results[f"produce linger_ms {linger}"].append(
                     produce(broker.bootstrap_servers, "results", args.messages // 2, linger, args.rate))
@@ -132,6 +155,7 @@ def main() -> None:
     print(f"{args.messages} messages of {size_kb:.0f} KB at {args.rate:.0f}/s, {args.rounds} rounds; "
           "process CPU ms per message")
     base = {"fetch": min(results["fetch largest message 32 MB"]), "produce": min(results["produce linger_ms 5"])}
+    print("  (fetch: the consumer's 256 KiB socket reads unless the line says otherwise)")
     for name, values in results.items():
         best = min(values)
         print(f"  {name:34} " + " ".join(f"{v:6.3f}" for v in values) +

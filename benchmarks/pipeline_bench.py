@@ -16,7 +16,8 @@ Per model (a cheap stand-in that makes the host's own cost visible, and the demo
   apart), each as a ratio to the limit; consumer / triage; consumer / direct Triton;
 * the consumer's main-process CPU ms per message (Kafka client, gRPC, JSON, bookkeeping);
 * each gain on its own: the consumer without shared memory, without client-side batching, and with its
-  results lingering 5 ms instead of 50 before they are produced; triage with onnxruntime's threads in
+  results lingering 5 ms instead of 50 before they are produced, and with glibc's malloc defaults
+  (``SKINBATCH_MALLOC=glibc``: every large buffer a fresh mmap); triage with onnxruntime's threads in
   Triton spinning between batches (``convert --cpu-spin``) instead of sleeping.
 
 With --memory-gb, the consumer's process tree (main process and decode workers) is sampled for its peak
@@ -34,8 +35,6 @@ import tempfile
 import threading
 import time
 import uuid
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +59,14 @@ def decode_rate(jpegs: list[bytes], preprocessing: dict[str, Any], n: int) -> fl
     from skinbatch.imaging import DecodeLimits
     from skinbatch.scoring.decoding import decode_task, decode_worker_init, limits_dict
     from skinbatch.scoring.slots import SharedSlots
+    from skinbatch.scoring.workers import DecodePool
 
     size = int(preprocessing["size"])
     slots = SharedSlots(64, (size, size, 3))
     workers = os.cpu_count() or 1
     limits = limits_dict(DecodeLimits())
     try:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=decode_worker_init,
-                                 initargs=(slots.name, (size, size, 3))) as pool:
+        with DecodePool(workers, decode_worker_init, (slots.name, (size, size, 3))) as pool:
             list(pool.map(decode_task, jpegs, [None] * len(jpegs), [preprocessing] * len(jpegs),
                           [limits] * len(jpegs), range(len(jpegs))))  # warm-up: imports, first decodes
             gate = threading.Semaphore(4 * workers)
@@ -177,8 +176,9 @@ def _tree_rss_mb(pid: int) -> float:
 
 
 def consumer_run(broker: Any, triton: Any, values: list[bytes], extra: list[str], workdir: Path,
-                 sample_memory: bool = False) -> dict[str, Any]:
-    """Rate between the first and the last result, start-up (process start to first result), CPU ms/msg."""
+                 sample_memory: bool = False, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Rate between the first and the last result, start-up (process start to first result), CPU ms/msg.
+    ``env``: variables added to the consumer's environment."""
     from kafka import KafkaConsumer, KafkaProducer
 
     tag = uuid.uuid4().hex[:6]
@@ -197,7 +197,7 @@ def consumer_run(broker: Any, triton: Any, values: list[bytes], extra: list[str]
         [sys.executable, "-m", "skinbatch.consumer.cli", "--bootstrap-servers", broker.bootstrap_servers,
          "--triton-url", triton.grpc_url, "--request-topic", req, "--result-topic", res, "--dead-letter-topic", dlq,
          "--group-id", f"bench-{tag}", "--metrics-port", "0", "--log-level", "INFO", *extra],
-        stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+        stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env={**os.environ, **(env or {})})
     reader = KafkaConsumer(res, dlq, bootstrap_servers=broker.bootstrap_servers, group_id=None,
                            auto_offset_reset="earliest")
     seen, first, peak = 0, None, 0.0
@@ -267,6 +267,7 @@ def bench_model(name: str, repo: Path, spin_repo: Path, n: int, jpegs: list[byte
         row["consumer_no_shm"] = consumer_run(broker, triton, values, ["--shared-memory", "off"], tmp)
         row["consumer_no_batching"] = consumer_run(broker, triton, values, ["--max-infer-batch", "1"], tmp)
         row["consumer_linger_5"] = consumer_run(broker, triton, values, ["--linger-ms", "5"], tmp)
+        row["consumer_glibc_malloc"] = consumer_run(broker, triton, values, [], tmp, env={"SKINBATCH_MALLOC": "glibc"})
     spin_cfg = TritonServerConfig(repository=spin_repo, http_port=0, grpc_port=0, metrics_port=0,
                                   work_dir=tmp / f"triton-{name}-spin")
     with LocalTriton(spin_cfg) as triton:
@@ -333,7 +334,8 @@ def main() -> None:
     for r in rows:
         for key, label in (("consumer", "shared memory + batching"), ("consumer_no_shm", "no shared memory"),
                            ("consumer_no_batching", "no client-side batching"),
-                           ("consumer_linger_5", "results lingering 5 ms")):
+                           ("consumer_linger_5", "results lingering 5 ms"),
+                           ("consumer_glibc_malloc", "glibc's malloc defaults")):
             c = r[key]
             print(f"  {r['model']:13} {label:26} {c['rate']:7.1f}/s  x{c['rate'] / r['consumer']['rate']:.2f}  "
                   f"{c['cpu']['consumer']:6.2f} ms")
@@ -347,7 +349,8 @@ def main() -> None:
     print()
     print("CPU ms per message, by process (consumer = its main process):")
     for r in rows:
-        for key in ("consumer", "consumer_no_shm", "consumer_no_batching", "consumer_linger_5"):
+        for key in ("consumer", "consumer_no_shm", "consumer_no_batching", "consumer_linger_5",
+                    "consumer_glibc_malloc"):
             cpu = r[key]["cpu"]
             processes = ("consumer", "decode", "triton", "kafka")
             print(f"  {r['model']:13} {key:21} " + " ".join(f"{p} {cpu[p]:6.2f}" for p in processes))

@@ -40,10 +40,11 @@ def reuse_large_buffers() -> bool:
     A consumer copies each photo several times (Kafka's fetch buffers, the decode pipe, the decoder): with
     glibc's defaults that was 25,000 page faults a second, and a third of the consumer's CPU and a fifth
     of its decoders' (docs/benchmarks.md). Call it first thing in each process. It does nothing off glibc,
-    or when the operator set ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` themselves.
-    Returns whether it changed anything.
+    when the operator set ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` themselves, or with
+    ``SKINBATCH_MALLOC=glibc`` (glibc's own defaults). Returns whether it changed anything.
     """
-    if any(var in os.environ for var in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+    if os.environ.get("SKINBATCH_MALLOC") == "glibc" or any(
+            var in os.environ for var in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
         return False
     import platform
 
