@@ -24,7 +24,7 @@ import pickle
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, wait as futures_wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -99,14 +99,19 @@ class DecodePool(Executor):
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """As :meth:`Executor.shutdown`, except that ``wait=False`` also stops the workers: tasks no
+        worker has finished are then never answered (the pipeline drops them; a new pool redoes them)."""
+        if wait and not cancel_futures:
+            with self._lock:
+                running = list(self._futures.values())
+            futures_wait(running)  # every task submitted so far is answered (or the pool breaks)
         with self._lock:
             if self._shut:
                 return
             self._shut = True
-            if cancel_futures:
-                for task in self._pending:
-                    task.future.cancel()
-                self._pending.clear()
+            for task in self._pending:
+                task.future.cancel()
+            self._pending.clear()
             # Under the lock: a close racing _break's would close whatever a new pipe got that number.
             for worker in self._workers:
                 _close_quietly(worker.tasks)  # a worker reads end-of-file, and exits once its tasks are done

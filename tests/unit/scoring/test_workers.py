@@ -111,3 +111,10 @@ def test_shutdown_with_cancel_futures_cancels_what_no_worker_took(pool, tmp_path
         cancelled[-1].result(timeout=1)
     with pytest.raises(RuntimeError, match="shut down"):
         p.submit(_echo, b"", 0)
+
+
+def test_shutdown_that_waits_answers_every_task_submitted(pool) -> None:
+    p = pool(1)
+    futures = [p.submit(_echo, os.urandom(900_000), i) for i in range(6)]  # most still queued in the parent
+    p.shutdown(wait=True)
+    assert [f.result(timeout=0)[1] for f in futures] == list(range(6))
