@@ -38,8 +38,8 @@ def reuse_large_buffers() -> bool:
     fresh ``mmap`` (page-faulted and zeroed, 4 KiB at a time) for every buffer over 128 KiB.
 
     A consumer copies each photo several times (Kafka's fetch buffers, the decode pipe, the decoder): with
-    glibc's defaults that was 25,000 page faults a second, and a third of the consumer's CPU and a fifth
-    of its decoders' (docs/benchmarks.md). Call it first thing in each process. It does nothing off glibc,
+    glibc's defaults that was 25,000 page faults a second in its main process, and 10-30% more CPU there
+    and in its decoders (docs/benchmarks.md). Call it first thing in each process. It does nothing off glibc,
     when the operator set ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` themselves, or with
     ``SKINBATCH_MALLOC=glibc`` (glibc's own defaults). Returns whether it changed anything.
     """
