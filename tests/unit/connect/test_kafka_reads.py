@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from types import SimpleNamespace
 
 import kafka.errors
 import pytest
@@ -80,3 +81,20 @@ def test_a_closed_peer_is_kafka_python_s_connection_error(pair) -> None:
             break
     assert b"".join(chunks) == b"last words"
     assert isinstance(error, kafka.errors.KafkaConnectionError)
+
+
+class _Full:
+    """A socket whose kernel buffer holds more than one read: full reads, a short one, then nothing."""
+
+    def __init__(self, parts: list[bytes]) -> None:
+        self.parts = parts
+
+    def recv(self, n: int) -> bytes:
+        if not self.parts:
+            raise BlockingIOError
+        return self.parts.pop(0)[:n]
+
+
+def test_several_full_reads_in_one_call_come_back_joined_in_order() -> None:
+    parts = [os.urandom(kafka_reads.CHUNK), os.urandom(kafka_reads.CHUNK), b"tail"]
+    assert kafka_reads._tcp_recv(SimpleNamespace(_sock=_Full(list(parts)))) == (b"".join(parts), None)
