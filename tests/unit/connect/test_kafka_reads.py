@@ -50,7 +50,7 @@ def test_install_replaces_both_transports_reads_once() -> None:
     assert transport.KafkaSSLTransport._sock_recv is kafka_reads._ssl_recv
 
 
-def test_what_the_socket_holds_comes_whole_in_large_reads(pair) -> None:
+def test_a_stream_larger_than_any_read_comes_whole_and_in_order(pair) -> None:
     ours, peer = pair
     data = os.urandom(3 << 20)
     sender = threading.Thread(target=peer.sendall, args=(data,))
@@ -62,7 +62,18 @@ def test_what_the_socket_holds_comes_whole_in_large_reads(pair) -> None:
         received += chunk
     sender.join()
     assert bytes(received) == data
-    assert reader._sock.reads < len(data) // 4096 // 4  # kafka-python's own loop: 4 KiB a read
+
+
+def test_what_the_kernel_holds_comes_in_one_read(pair) -> None:
+    ours, peer = pair
+    data = os.urandom(150_000)  # fits a socket pair's buffer: all of it is there before we read
+    sender = threading.Thread(target=peer.sendall, args=(data,))
+    sender.start()
+    sender.join(30)
+    assert not sender.is_alive()
+    reader = _Transport(ours)
+    assert kafka_reads._tcp_recv(reader) == (data, None)
+    assert reader._sock.reads == 1  # kafka-python's own loop: 4 KiB a read, 37 here
 
 
 def test_nothing_waiting_is_no_data_and_no_error(pair) -> None:
