@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import signal
 import sys
@@ -20,8 +21,7 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
     """
     if not sys.platform.startswith("linux"):
         return
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, int(sig))
+    _libc().prctl(_PR_SET_PDEATHSIG, int(sig))
     parent = os.getppid()
     if parent == 1:  # the parent died before prctl took effect
         os.kill(os.getpid(), sig)
@@ -50,5 +50,10 @@ def reuse_large_buffers() -> bool:
 
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc = _libc()
     return bool(libc.mallopt(M_MMAP_THRESHOLD, LARGE_BUFFER_BYTES) and libc.mallopt(M_TRIM_THRESHOLD, TRIM_BYTES))
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)

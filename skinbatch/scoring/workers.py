@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import fcntl
 import itertools
-import logging
 import pickle
 import threading
 from collections import deque
@@ -30,8 +29,6 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
 from typing import Any
-
-log = logging.getLogger("skinbatch.scoring")
 
 PIPE_BYTES = 1 << 20
 """What each task pipe is asked to hold (Linux ``F_SETPIPE_SZ``; 1 MiB is the default ceiling)."""
@@ -144,13 +141,9 @@ class DecodePool(Executor):
 
     def _taker(self, size: int) -> _Worker | None:
         """An idle worker, or one whose pipe still holds this task beside what it has queued."""
-        idle = [w for w in self._workers if not w.queued]
-        if idle:
-            return idle[0]
-        for worker in self._workers:
-            if len(worker.queued) == 1 and worker.queued[0][1] + size + _HEADROOM <= worker.capacity:
-                return worker
-        return None
+        idle = next((w for w in self._workers if not w.queued), None)
+        return idle or next((w for w in self._workers if len(w.queued) == 1
+                             and w.queued[0][1] + size + _HEADROOM <= w.capacity), None)
 
     def _read(self) -> None:
         by_results = {w.results: w for w in self._workers}
