@@ -126,6 +126,8 @@ def _answers_three(kafka_broker: Any, url: str, topics: dict[str, str], log: Pat
     reader = TopicReader(kafka_broker.bootstrap_servers, topics["result"], topics["dead"])
     try:
         msgs = reader.read(lambda m: len(m[topics["result"]]) >= 3, timeout=240)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}\nthe consumer's log ends:\n{consumer.log()[-6000:]}") from None
     finally:
         reader.close()
         assert consumer.stop() == 0, consumer.log()
