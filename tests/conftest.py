@@ -1,6 +1,9 @@
-"""Shared fixtures. Servers (Kafka, Triton) come from the project's own code, started per session."""
+"""Shared fixtures. Servers (Kafka, Triton, Orthanc) come from the project's own code, started per
+session or module. ``tests.skipguard`` fails a CI run that skipped a test for a reason not allowed."""
 
 pytest_plugins = [
+    "pytester",
+    "tests.skipguard",
     "tests.fixtures.kafka",
     "tests.fixtures.triton",
     "tests.fixtures.converted",
