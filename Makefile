@@ -15,20 +15,36 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 setup: $(VENV)/.installed
 	$(VENV)/bin/skinbatch localstack fetch
 
-# Debian tools some tests use: promtool (Prometheus configs), Chromium (the HTML report renders),
-# Orthanc with its DICOMweb plugin (a real PACS for the DICOMweb tests), and the DICOM validators that
-# check every structured report: dciodvfy (dicom3tools) and dsrdump (DCMTK).
-# Installed when missing and this is a root shell with apt (CI, fresh dev machines); otherwise those
-# tests skip and say why (in CI, where CI is set, the SR validator tests fail instead).
+# Every program the tests run against, installed when missing: promtool (Prometheus configs), Chromium
+# (the HTML report renders), Orthanc with its DICOMweb plugin (a real PACS), the DICOM validators that check
+# every structured report, dciodvfy (dicom3tools) and dsrdump (DCMTK), openssl (test certificates), Go
+# (compose-go checks compose.yaml), and kubectl, or kustomize built from its Go module where Debian has no
+# kubectl. Debian packages come from apt as root. Missing tools fail here in CI (CI set), where a test
+# that skipped for want of them would hide missing evidence; elsewhere their tests skip and say why.
+TOOLS_APT := prometheus chromium orthanc orthanc-dicomweb dicom3tools dcmtk openssl golang-go
+TOOLS_BIN := promtool chromium Orthanc dciodvfy dsrdump openssl go
+GO_BIN := $(HOME)/.cache/skinbatch/go/bin
+KUSTOMIZE_MODULE := sigs.k8s.io/kustomize/kustomize/v5@v5.5.0
+
 tools:
-	@if command -v promtool >/dev/null && command -v chromium >/dev/null && command -v Orthanc >/dev/null \
-	  && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] \
-	  && command -v dciodvfy >/dev/null && command -v dsrdump >/dev/null; then :; \
-	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    prometheus chromium orthanc orthanc-dicomweb dicom3tools dcmtk >/dev/null) \
-	    || echo "note: could not install promtool/chromium/orthanc/dicom3tools/dcmtk; their tests will skip"; \
-	else echo "note: promtool/chromium/orthanc/dicom3tools/dcmtk missing; their tests will skip"; fi
+	@missing=""; for t in $(TOOLS_BIN); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing="$$missing orthanc-dicomweb"; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing the test tools (missing:$$missing)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      $(TOOLS_APT) >/dev/null || echo "apt-get could not install the test tools"; \
+	  else echo "cannot install the test tools (missing:$$missing): not root, or no apt-get"; fi; \
+	fi
+	@if ! command -v kubectl >/dev/null && [ ! -x $(GO_BIN)/kustomize ] && command -v go >/dev/null; then \
+	  echo "building kustomize ($(KUSTOMIZE_MODULE)): kubectl is not installed"; \
+	  GOBIN=$(GO_BIN) go install $(KUSTOMIZE_MODULE) || echo "could not build kustomize"; fi
+	@missing=""; for t in $(TOOLS_BIN); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing="$$missing orthanc-dicomweb"; \
+	command -v kubectl >/dev/null || [ -x $(GO_BIN)/kustomize ] || missing="$$missing kubectl/kustomize"; \
+	if [ -n "$$missing" ]; then \
+	  echo "test tools still missing:$$missing; their tests skip here and fail in CI"; \
+	  case "$${CI:-}" in ""|0|false|no) ;; *) exit 1;; esac; fi
 
 demo: setup
 	$(VENV)/bin/skinbatch demo

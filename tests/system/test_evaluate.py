@@ -13,6 +13,7 @@ import pytest
 
 from skinbatch.samples import synthetic_jpeg
 from skinbatch.serve import LocalTriton
+from tests.fixtures.needs import need_module
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
 
@@ -23,8 +24,8 @@ LABELS = ["nodular melanoma", "melanoma", "compound nevus", "junctional nevus", 
 
 
 def test_evaluate_reproduces_sklearn_aucs(served_triton: LocalTriton, tmp_path: Path) -> None:
-    sk = pytest.importorskip("sklearn.metrics", reason="needs scikit-learn: pip install 'skinbatch[test]'")
-    pytest.importorskip("matplotlib", reason="needs matplotlib: pip install 'skinbatch[report]'")
+    sk = need_module("sklearn.metrics", "scikit-learn: pip install 'skinbatch[test]'")
+    need_module("matplotlib", "matplotlib: pip install 'skinbatch[report]'")
     from skinbatch.imaging import decode, preprocess
     from skinbatch.scoring import TritonScorer
     from skinbatch.taxonomy import default_taxonomy

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -30,6 +29,7 @@ import pytest
 
 from skinbatch.contract import ExitCode
 from skinbatch.samples import pydicom_colour_files, synthetic_jpeg
+from tests.fixtures.needs import need_java
 from tests.fixtures.stack import ConsumerProcess, TopicReader, produce, unique_topics
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
@@ -57,8 +57,7 @@ def run_java_producer(bootstrap: str, plan: list[tuple[str, str, str, Path]], wo
 
 
 def test_a_java_producer_with_every_codec(kafka_broker: Any, served_triton: Any, tmp_path: Path) -> None:
-    if shutil.which("java") is None:
-        pytest.skip("no java: the Java producer runs with the JDK that runs the local Kafka")
+    need_java()  # the Java producer runs with the JDK that runs the local Kafka
     topics = unique_topics("codec")
     zstd_topic = topics["request"] + "-zstd"
     kafka_broker.create_topics({topics["request"]: 3, topics["result"]: 1, topics["dead"]: 1})
@@ -99,8 +98,7 @@ def test_a_photo_larger_than_a_fetch_from_a_java_producer_is_answered(
         kafka_broker: Any, served_triton: Any, tmp_path: Path) -> None:
     """The consumer fetches 1 MB a partition (Kafka's default); a 12 MP photo of 2+ MB still comes whole,
     because the broker returns a fetch's first record batch entire (KIP-74)."""
-    if shutil.which("java") is None:
-        pytest.skip("no java: the Java producer runs with the JDK that runs the local Kafka")
+    need_java()  # the Java producer runs with the JDK that runs the local Kafka
     topics = unique_topics("large")
     kafka_broker.create_topics({topics["request"]: 1, topics["result"]: 1, topics["dead"]: 1})
     large, small = tmp_path / "large.jpg", tmp_path / "small.jpg"

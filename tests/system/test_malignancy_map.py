@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.fixtures.needs import need_module
+
 pytestmark = [pytest.mark.system, pytest.mark.timeout(900)]
 
-grpcclient = pytest.importorskip("tritonclient.grpc",
-                                 reason="needs tritonclient[grpc], a dependency of skinbatch: reinstall it")
-torch = pytest.importorskip("torch", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
+grpcclient = need_module("tritonclient.grpc", "tritonclient[grpc], a dependency of skinbatch: reinstall it")
+torch = need_module("torch", "the converter's packages: pip install 'skinbatch[convert]'")
 
 from skinbatch.converter.export import sample_images  # noqa: E402
 from skinbatch.modelcard import card_from_model_config  # noqa: E402

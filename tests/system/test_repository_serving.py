@@ -16,11 +16,12 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from tests.fixtures.needs import need_module
+
 pytestmark = pytest.mark.system
 
-grpcclient = pytest.importorskip("tritonclient.grpc",
-                                 reason="needs tritonclient[grpc], a dependency of skinbatch: reinstall it")
-pytest.importorskip("torch", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
+grpcclient = need_module("tritonclient.grpc", "tritonclient[grpc], a dependency of skinbatch: reinstall it")
+need_module("torch", "the converter's packages: pip install 'skinbatch[convert]'")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from skinbatch.converter.export import sample_images, torch_probs  # noqa: E402

@@ -20,6 +20,7 @@ import pytest
 from skinbatch.samples import pydicom_colour_files, synthetic_jpeg, synthetic_png
 from skinbatch.serve import LocalTriton
 from skinbatch.triage.state import STATE_FILE
+from tests.fixtures.needs import need_tool
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
 
@@ -188,9 +189,7 @@ def test_triage_exits_4_when_triton_is_down(tmp_path: Path, archive: Path) -> No
 
 
 def test_html_report_renders_in_a_real_browser(first_run: dict[str, Any], tmp_path: Path) -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if chromium is None:
-        pytest.skip("needs Chromium (apt-get install chromium)")
+    chromium = need_tool("chromium", "Debian's chromium")
     from PIL import Image
 
     report = first_run["out"] / "triage.html"

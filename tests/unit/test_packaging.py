@@ -9,7 +9,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-import pytest
+from tests.fixtures.needs import need_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,7 @@ def test_every_package_folder_is_listed() -> None:
 
 
 def test_the_wheel_installs_only_skinbatch(tmp_path: Path) -> None:
-    pytest.importorskip("setuptools", reason="building the wheel needs setuptools in this environment")
+    need_module("setuptools", "building the wheel needs setuptools in this environment")
     # A copy, so that setuptools' build/ folder is not left in the working tree.
     src = tmp_path / "src"
     for name in ("skinbatch", "consumer", "converter"):

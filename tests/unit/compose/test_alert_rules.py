@@ -8,14 +8,15 @@ last :data:`skinbatch.drift.DEFAULT_WINDOW` scores against the model card's refe
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-yaml = pytest.importorskip("yaml", reason="PyYAML is needed for the compose checks (the `test` extra)")
+from tests.fixtures.needs import need_module, need_tool
+
+yaml = need_module("yaml", "PyYAML is needed for the compose checks (the `test` extra)")
 
 from skinbatch.drift import ALERT_THRESHOLD, DEFAULT_WINDOW, ReferenceDistribution, ScoreWindow  # noqa: E402
 
@@ -28,10 +29,7 @@ HOLD_MINUTES = 30
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.skip("promtool is not installed (Debian: `apt-get install prometheus`)")
-    return path
+    return need_tool("promtool", "Debian's prometheus")
 
 
 def readings(reference: ReferenceDistribution, stream: np.ndarray) -> list[float | None]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +29,9 @@ from typing import Any
 
 import pytest
 
-yaml = pytest.importorskip("yaml", reason="PyYAML is needed for the compose checks (the `test` extra)")
+from tests.fixtures.needs import kustomize_command, need_module, need_tool
+
+yaml = need_module("yaml", "PyYAML is needed for the compose checks (the `test` extra)")
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = ROOT / "compose"
@@ -137,11 +138,7 @@ def duration_s(text: str) -> float:
 # -- compose-go: the real loader ----------------------------------------------------------------------
 
 def run_composecheck(*extra_env: str) -> subprocess.CompletedProcess[str]:
-    go = shutil.which("go")
-    if go is None:
-        if os.environ.get("CI"):
-            pytest.fail("`go` is missing: the compose file cannot be checked with compose-go")
-        pytest.skip("`go` is not installed: compose-go (Docker Compose's loader) cannot check compose.yaml")
+    go = need_tool("go", "Go (golang), for compose-go, Docker Compose's loader")
     # The first run fetches compose-go through the Go module proxy and builds it (about 40 s); later
     # runs come from Go's build cache.
     return subprocess.run(
@@ -444,7 +441,7 @@ def test_converter_entrypoint_builds_once_and_again_on_a_new_release(converter_e
 
 
 def test_converter_entrypoint_flags_are_real(converter_env: dict[str, str]) -> None:
-    cli = pytest.importorskip("skinbatch.converter.cli", reason="the converter's dependencies are not installed")
+    cli = need_module("skinbatch.converter.cli", "the converter's dependencies are not installed")
     assert run_entrypoint(converter_env).returncode == 0
     used = {a for a in Path(converter_env["LOG"]).read_text().split() if a.startswith("--")}
     known = {opt for p in cli.convert.params for opt in p.opts}
@@ -508,10 +505,7 @@ def test_converter_image_uses_the_images_tensorrt() -> None:
 # -- Prometheus ------------------------------------------------------------------------------------------
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.skip("promtool is not installed (Debian: `apt-get install prometheus`); structural checks still ran")
-    return path
+    return need_tool("promtool", "Debian's prometheus")
 
 
 def test_prometheus_config_structure() -> None:
@@ -715,10 +709,7 @@ def test_k8s_uses_the_same_ngc_release(k8s: dict[tuple[str, str], dict[str, Any]
 
 
 def test_k8s_kustomize_renders() -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed; the manifests were checked structurally")
-    result = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(kustomize_command(K8S), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(result.stdout))
     assert kinds == ["ConfigMap", "Deployment", "Deployment", "Job", "PersistentVolumeClaim",

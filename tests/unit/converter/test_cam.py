@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
-onnx = pytest.importorskip("onnx", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
-pytest.importorskip("onnxruntime", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
+from tests.fixtures.needs import need_module
+
+torch = need_module("torch", "the converter's packages: pip install 'skinbatch[convert]'")
+onnx = need_module("onnx", "the converter's packages: pip install 'skinbatch[convert]'")
+need_module("onnxruntime", "the converter's packages: pip install 'skinbatch[convert]'")
 
 from skinbatch.converter.cam import (  # noqa: E402
     MALIGNANCY_MAP,
@@ -64,8 +66,7 @@ def test_served_graph_map_equals_pytorch_cam(converted) -> None:
 
 
 def test_map_weights_and_nodes_stay_fp32_in_the_fp16_graph(converted) -> None:
-    pytest.importorskip("onnxconverter_common",
-                        reason="needs the converter's packages: pip install 'skinbatch[convert]'")
+    need_module("onnxconverter_common", "the converter's packages: pip install 'skinbatch[convert]'")
     from skinbatch.converter.fp16 import to_mixed_fp16
 
     fp16 = to_mixed_fp16(onnx.load(str(converted.onnx_fp32)))

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
-torchvision = pytest.importorskip("torchvision",
-                                  reason="needs the converter's packages: pip install 'skinbatch[convert]'")
+from tests.fixtures.needs import need_module
+
+torch = need_module("torch", "the converter's packages: pip install 'skinbatch[convert]'")
+torchvision = need_module("torchvision", "the converter's packages: pip install 'skinbatch[convert]'")
 
 from skinbatch.converter.checkpoint import (  # noqa: E402
     demo_weights,

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
-pytest.importorskip("onnxruntime", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
+from tests.fixtures.needs import need_module
+
+need_module("torch", "the converter's packages: pip install 'skinbatch[convert]'")
+need_module("onnxruntime", "the converter's packages: pip install 'skinbatch[convert]'")
 from click.testing import CliRunner  # noqa: E402
 
 from skinbatch.converter.cli import EXIT_NO_TENSORRT, convert  # noqa: E402

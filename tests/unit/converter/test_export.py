@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
-onnx = pytest.importorskip("onnx", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
-pytest.importorskip("onnxruntime", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
+from tests.fixtures.needs import need_module
+
+torch = need_module("torch", "the converter's packages: pip install 'skinbatch[convert]'")
+onnx = need_module("onnx", "the converter's packages: pip install 'skinbatch[convert]'")
+need_module("onnxruntime", "the converter's packages: pip install 'skinbatch[convert]'")
 
 from skinbatch.converter.errors import ConverterError  # noqa: E402
 from skinbatch.converter.export import (  # noqa: E402

@@ -9,9 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
-pytest.importorskip("onnxruntime", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
-pytest.importorskip("onnxconverter_common", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
+from tests.fixtures.needs import need_module
+
+onnx = need_module("onnx", "the converter's packages: pip install 'skinbatch[convert]'")
+need_module("onnxruntime", "the converter's packages: pip install 'skinbatch[convert]'")
+need_module("onnxconverter_common", "the converter's packages: pip install 'skinbatch[convert]'")
 
 from skinbatch.converter.drift import ORT_CPU_METHOD, compare  # noqa: E402
 from skinbatch.converter.export import run_onnx, sample_images  # noqa: E402

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("tritonclient.grpc", reason="needs tritonclient[grpc], a dependency of skinbatch: reinstall it")
+from tests.fixtures.needs import need_module
+
+need_module("tritonclient.grpc", "tritonclient[grpc], a dependency of skinbatch: reinstall it")
 from google.protobuf import json_format  # noqa: E402
 from tritonclient.grpc import model_config_pb2 as mc  # noqa: E402
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-ort = pytest.importorskip("onnxruntime", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
-pytest.importorskip("onnx", reason="needs the converter's packages: pip install 'skinbatch[convert]'")
+from tests.fixtures.needs import need_module
+
+ort = need_module("onnxruntime", "the converter's packages: pip install 'skinbatch[convert]'")
+need_module("onnx", "the converter's packages: pip install 'skinbatch[convert]'")
 
 from skinbatch.converter.taxonomy_model import (  # noqa: E402
     COARSE_PROBS,

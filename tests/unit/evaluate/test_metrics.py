@@ -14,8 +14,9 @@ from skinbatch.evaluate.metrics import (
     roc_auc,
     roc_curve,
 )
+from tests.fixtures.needs import need_module
 
-sk_metrics = pytest.importorskip("sklearn.metrics", reason="needs scikit-learn: pip install 'skinbatch[test]'")
+sk_metrics = need_module("sklearn.metrics", "scikit-learn: pip install 'skinbatch[test]'")
 
 
 @pytest.mark.parametrize("seed", range(8))

@@ -18,6 +18,7 @@ from skinbatch.samples import synthetic_jpeg
 from skinbatch.scoring import Scores
 from skinbatch.triage.report import MAPS_DIR, write_reports
 from skinbatch.triage.state import TriageStore
+from tests.fixtures.needs import need_tool
 
 MODEL = {"name": "demo", "version": "1", "trained": True, "weights_sha256": "w" * 64, "taxonomy_sha256": "t" * 64}
 COARSE = ["benign", "malignant", "non-neoplastic"]
@@ -184,9 +185,7 @@ def _screenshot(chromium: str, page: Path, shot: Path, profile: Path) -> np.ndar
 
 
 def test_the_overlays_render_in_headless_chromium(scored, tmp_path: Path) -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if chromium is None:
-        pytest.skip("needs Chromium (apt-get install chromium)")
+    chromium = need_tool("chromium", "Debian's chromium")
     store, keys, out = scored
     plain_page = tmp_path / "plain"
     shutil.copytree(out, plain_page, ignore=shutil.ignore_patterns("*.sqlite*"))
