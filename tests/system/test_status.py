@@ -78,17 +78,51 @@ def test_status_reports_real_batching(served_triton: LocalTriton) -> None:
     assert report["model_card"]["version"] == "1"
 
 
+class Load(threading.Thread):
+    """Bursts of requests until stopped; an error in the thread is kept for the test to raise."""
+
+    def __init__(self, server: LocalTriton) -> None:
+        super().__init__(daemon=True)
+        self.server, self.stopped, self.errors, self.bursts = server, threading.Event(), [], 0
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.is_set():
+                burst(self.server, 16)
+                self.bursts += 1
+        except BaseException as exc:  # noqa: BLE001 - handed to the test, which fails with it
+            self.errors.append(exc)
+
+    def finish(self) -> None:
+        self.stopped.set()
+        self.join(180)
+        assert not self.is_alive(), "the load thread did not stop"
+        if self.errors:
+            raise self.errors[0]
+        assert self.bursts > 0
+
+
 def test_status_recent_figures_and_text_screen(served_triton: LocalTriton) -> None:
-    loader = threading.Thread(target=burst, args=(served_triton, 32))
-    proc = subprocess.Popen([sys.executable, "-m", "skinbatch.cli", "status", "--triton-url",
-                             served_triton.grpc_endpoint, "--metrics-url", served_triton.metrics_url,
-                             "--interval", "4"], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    loader.start()
-    loader.join(120)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, out + err
+    """Requests keep arriving through status's interval, so the recent figures must show them."""
+    load = Load(served_triton)
+    load.start()
+    try:
+        shown = run_status("--triton-url", served_triton.grpc_endpoint, "--metrics-url", served_triton.metrics_url,
+                           "--interval", "4", timeout=120)
+        as_json = run_status("--triton-url", served_triton.grpc_endpoint, "--metrics-url",
+                             served_triton.metrics_url, "--interval", "4", "--json", timeout=120)
+    finally:
+        load.finish()
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    out = shown.stdout
     assert "LIVE, READY" in out and "inception_v3" in out and "batch (recent)" in out and out.rstrip().endswith("OK")
+    lines = out.splitlines()
+    figures_table = lines[next(i for i, line in enumerate(lines) if "batch (recent)" in line):]
+    row = next(line.split() for line in figures_table if line.split()[:1] == ["inception_v3"])
+    assert float(row[-2]) > 0 and float(row[-1]) >= 1, f"recent req/s and batch of inception_v3: {row}"
+    assert as_json.returncode == 0, as_json.stderr
+    figures = {f["model"]: f for f in json.loads(as_json.stdout)["models"]}["inception_v3"]
+    assert figures["recent_requests_per_s"] > 0 and figures["recent_avg_batch_size"] >= 1
 
 
 def test_status_fails_clearly_when_triton_is_down(cpu_repository: Path, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +63,6 @@ INTERESTING = [0, 1, 0x7F, 0xFF, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF, 0xFFFFFFFE, 0x1
 
 
 def check(data: bytes, target: Preprocessing | None = None) -> DecodedImage | ImageDecodeError:
-    t0 = time.perf_counter()
     try:
         img = decode(data, LIMITS, target)
     except ImageDecodeError as exc:
@@ -80,7 +78,6 @@ def check(data: bytes, target: Preprocessing | None = None) -> DecodedImage | Im
             total += a.shape[0] * a.shape[1]
         assert total <= LIMITS.max_total_pixels
         out = img
-    assert time.perf_counter() - t0 < 10, "one decode took over 10 s"
     return out
 
 

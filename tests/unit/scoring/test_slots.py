@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from skinbatch.scoring.slots import SharedSlots, SlotRing, attach, remove_stale_segments, segment_name
@@ -42,4 +41,12 @@ def test_segments_of_dead_processes_are_removed(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"x")
     assert remove_stale_segments("host-a", directory=tmp_path) == [dead]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive, other_host])
-    assert np.prod((299, 299, 3)) == 268203
+
+
+def test_a_segment_for_the_model_input_holds_268_kb_a_slot(tmp_path: Path) -> None:
+    slots = SharedSlots(2, (299, 299, 3), directory=tmp_path)
+    try:
+        assert slots.byte_size == 2 * 268203 == (tmp_path / slots.name).stat().st_size
+        assert slots.offset(1) == 268203 and slots.array.shape == (2, 299, 299, 3)
+    finally:
+        slots.close()

@@ -25,7 +25,7 @@ def test_bad_dates(date: str) -> None:
 
 @pytest.mark.parametrize("date", ["20240101", "20240101-", "-20241231", "20240101-20241231"])
 def test_good_dates(date: str) -> None:
-    PacsQuery(study_date=date)
+    assert PacsQuery(study_date=date).study_filters() == {"StudyDate": date}
 
 
 def test_instance_matching() -> None:
