@@ -19,6 +19,7 @@ import os
 import secrets
 import socket
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,17 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
-from skinbatch.dicomweb.client import DicomWebArchive, DicomWebSettings
+from skinbatch.dicomweb.client import DicomWebArchive, DicomWebSettings, InstanceRef
 from skinbatch.dicomweb.orthanc import LocalOrthanc, OrthancConfig
-from skinbatch.dicomweb.retrieve import DERMOSCOPIC_PHOTOGRAPHY, VL_PHOTOGRAPHIC
+from skinbatch.dicomweb.retrieve import (
+    DERMOSCOPIC_PHOTOGRAPHY,
+    VL_PHOTOGRAPHIC,
+    ByteMeter,
+    InstanceRefused,
+    instance_url,
+    read_single_part,
+)
+from skinbatch.imaging import DecodeLimits
 from skinbatch.samples import synthetic_jpeg
 from tests.fixtures.memory import PeakPss
 from tests.fixtures.orthanc import ORTHANC_USER, require_orthanc
@@ -214,7 +223,9 @@ def test_big_and_huge_instances_are_refused_within_the_memory_of_ordinary_ones(
         assert not any(p.endswith(f"/instances/{uid}") or f"/instances/{uid}/frames" in p for p in paths), rid
     # Memory: the mixed phase held no more than the ordinary one, give or take 200 MB.
     ordinary, mixed = pss.peaks["ordinary"], pss.peaks["mixed"]
-    print(f"peak PSS: ordinary {ordinary / MB:.0f} MB, mixed {mixed / MB:.0f} MB")
+    print(f"peak PSS: ordinary {ordinary / MB:.0f} MB, mixed {mixed / MB:.0f} MB, "
+          f"{pss.most_processes} processes")
+    assert pss.most_processes >= 2  # the decode worker was counted with the consumer
     assert mixed <= ordinary + SLACK, (ordinary / MB, mixed / MB)
 
 
@@ -258,3 +269,45 @@ def test_fifo_socket_and_links_swapped_in_are_dead_letters_and_the_worker_stays_
     dead = {m["request_id"]: m["error"]["type"] for m in msgs[topics["dead"]]}
     assert dead == {"fifo": "not_a_regular_file", "socket": "not_a_regular_file",
                     "link-out": "reference_outside_root", "link-fifo": "not_a_regular_file"}
+
+
+def test_retrieval_is_bounded_by_bytes_even_when_the_length_says_nothing(logged_orthanc: LocalOrthanc) -> None:
+    """Orthanc gzips a WADO-RS answer when allowed: 60 MB of mostly zeros arrive as a small body whose
+    Content-Length says nothing of the size it inflates to. The streamed read still stops at the limit."""
+    big, small = big_uncompressed(), photograph(7, VL_PHOTOGRAPHIC)
+    _store(logged_orthanc, [big, small])
+    settings = DicomWebSettings.from_values(logged_orthanc.dicomweb_url, ORTHANC_USER, logged_orthanc.password)
+    url = instance_url(settings.url, big.StudyInstanceUID, big.SeriesInstanceUID, big.SOPInstanceUID)
+    received: list[int] = []
+
+    def counted(chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            received.append(len(chunk))
+            yield chunk
+
+    accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    with closing(settings.session().get(url, headers={"Accept": accept, "Accept-Encoding": "gzip"},
+                                        stream=True, timeout=60)) as response:
+        assert response.headers.get("Content-Encoding") == "gzip"
+        assert int(response.headers["Content-Length"]) < MAX_BYTES  # the length would not have refused it
+        with pytest.raises(InstanceRefused) as info:
+            read_single_part(counted(response.iter_content(256 * 1024)), response.headers["Content-Type"],
+                             MAX_BYTES)
+    assert info.value.type == "too_large"
+    assert MAX_BYTES < sum(received) <= MAX_BYTES + 2 * 256 * 1024  # stopped just past the limit
+
+    # Through the archive: refused with nothing held afterwards; an ordinary one comes back as archived.
+    archive, meter = DicomWebArchive(settings), ByteMeter()
+    limits = DecodeLimits(max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS, max_total_pixels=2 * MAX_PIXELS)
+    ref = InstanceRef(big.StudyInstanceUID, big.SeriesInstanceUID, big.SOPInstanceUID)
+    hold = meter.hold(MAX_BYTES)
+    with pytest.raises(InstanceRefused) as info:
+        archive.retrieve(ref, limits, hold)
+    assert info.value.type == "too_large"
+    hold.release()
+    hold = meter.hold(MAX_BYTES)
+    data = archive.retrieve(InstanceRef(small.StudyInstanceUID, small.SeriesInstanceUID, small.SOPInstanceUID),
+                            limits, hold)
+    assert data == _encoded(small) and meter.held == len(data)
+    hold.release()
+    assert meter.held == 0
