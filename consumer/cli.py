@@ -71,7 +71,10 @@ def _shared(specs: tuple[OptionSpec, ...], required: str):  # type: ignore[no-un
       "a request can also ask with the header malignancy-map: 1.", is_flag=True, default=False)
 @_opt("fhir_topic", "Also publish each request's scores as a FHIR R4 transaction Bundle to this topic.",
       default=None)
-@_opt("max_message_bytes", "Largest image accepted, inline or by reference.", type=int)
+@_opt("max_message_bytes", "Largest image accepted, inline, by reference or retrieved from the DICOMweb archive.",
+      type=int)
+@_opt("max_in_flight_bytes", "The byte budget: image bytes waiting to be decoded or still downloading from the "
+      "archive; consumption and retrievals pause beyond it.", type=int)
 @_opt("max_pixels", "Largest image in pixels, checked before decoding (decompression bombs).", type=int)
 @_opt("metrics_port", "Prometheus metrics port (0 disables).", type=int)
 @_opt("metrics_host", "Address the metrics endpoint binds to.")

@@ -37,6 +37,8 @@ class Job:
     source_header: Any = None
     """For a child with --store-results: the instance's header (pydicom Dataset), for the SR."""
     sr: dict[str, str] | None = None
+    hold: Any = None
+    """For a child being retrieved: its ``Hold`` on the resolver's byte meter."""
 
     @property
     def tp(self) -> TopicPartition:

@@ -5,7 +5,12 @@ outcomes come back to the loop thread through the mailbox. The resolver
 
 * resolves a request to its image instances (QIDO-RS) and makes one child job per instance;
 * retrieves each instance as stored (WADO-RS), at most ``2 × workers`` at a time and while the bytes
-  held stay under the consumer's budget, then hands the bytes to the owner to score;
+  held stay under the consumer's budget, then hands the bytes to the owner to score. Each retrieval is
+  bounded (:mod:`skinbatch.dicomweb.retrieve`): its metadata is read first (a SOP class we do not score
+  or too many pixels: a typed dead letter, nothing downloaded), and it streams under ``--max-message-bytes``.
+  From its start until the owner has the bytes, a retrieval holds ``--max-message-bytes`` (then the
+  announced size, then the size received) on :attr:`DicomWebResolver.meter`, which the owner counts in
+  its byte budget: bytes still downloading count too;
 * with ``--store-results``, stores the SR of a scored instance (STOW-RS) unless the archive has it.
 
 Archive faults pause consumption (``archive_down``) and the failed step is retried with backoff; an
@@ -22,7 +27,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from skinbatch.dicomweb.client import ArchiveRejected, ArchiveUnavailable, NotInArchive
+from skinbatch.contract import InputRejected
+from skinbatch.dicomweb.client import ArchiveUnavailable
+from skinbatch.dicomweb.retrieve import ByteMeter, Hold
+from skinbatch.imaging import DecodeLimits
 from skinbatch.modelcard import ModelCard
 from skinbatch.scoring.pipeline import Mailbox
 from skinbatch.timers import Timers
@@ -46,8 +54,10 @@ class ResolverOwner(Protocol):
 class DicomWebResolver:
     def __init__(self, archive: Any, owner: ResolverOwner, mailbox: Mailbox, timers: Timers, metrics: ConsumerMetrics,
                  *, workers: int, retry_initial_s: float, retry_max_s: float, store_results: bool,
-                 room: Callable[[], bool] = lambda: True, clock: Callable[[], float] = time.monotonic) -> None:
-        """``room()``: whether the owner's memory budget takes another retrieved instance."""
+                 room: Callable[[], bool] = lambda: True, clock: Callable[[], float] = time.monotonic,
+                 limits: DecodeLimits | None = None) -> None:
+        """``room()``: whether the owner's memory budget takes another retrieved instance (it counts
+        :attr:`meter`); ``limits``: the pixels and bytes an instance may have (the decoder's)."""
         self.archive = archive
         self.owner = owner
         self.mailbox = mailbox
@@ -57,6 +67,9 @@ class DicomWebResolver:
         self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
         self.store_results = store_results
         self.room = room
+        self.limits = limits or DecodeLimits()
+        self.meter = ByteMeter()
+        """Bytes that retrievals hold or may still receive."""
         self._clock = clock
         self._io = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="dicomweb")
         self._backlog: deque[Job] = deque()
@@ -80,7 +93,7 @@ class DicomWebResolver:
                 return ("ok", fn())
             except ArchiveUnavailable as exc:
                 return ("retry", str(exc))
-            except (NotInArchive, ArchiveRejected) as exc:
+            except InputRejected as exc:  # not in the archive, refused by it, or refused by our limits
                 return ("reject", exc.type, str(exc))
             except Exception as exc:  # noqa: BLE001 - reported to the loop, never lost in a thread
                 return ("bug", f"{type(exc).__name__}: {exc}")
@@ -149,10 +162,12 @@ class DicomWebResolver:
     def _retrieve(self, child: Job) -> None:
         if not self.owner.current(child):
             return
-        instance, want_header = child.instance, self.store_results
+        instance, want_header, limits = child.instance, self.store_results, self.limits
+        hold = self.meter.hold(limits.max_bytes)  # counted now: pump() sees it before the download starts
+        child.hold = hold
 
         def retrieve() -> tuple[bytes, Any]:
-            data = self.archive.retrieve(instance)
+            data = self.archive.retrieve(instance, limits, hold)
             if not want_header:
                 return data, None
             from skinbatch.dicomweb.sr import header_of
@@ -167,6 +182,15 @@ class DicomWebResolver:
 
     def _on_retrieved(self, child: Job, outcome: tuple[Any, ...]) -> None:
         self._retrievals -= 1
+        hold: Hold | None = child.hold
+        child.hold = None
+        try:
+            self._retrieved(child, outcome)
+        finally:
+            if hold is not None:
+                hold.release()  # the owner counts the bytes from here on, or nobody holds them any more
+
+    def _retrieved(self, child: Job, outcome: tuple[Any, ...]) -> None:
         if not self.owner.current(child):
             return
         if outcome[0] == "retry":

@@ -98,7 +98,7 @@ class ScoringConsumer:
         self.resolver = None if archive is None else DicomWebResolver(
             archive, self, self.mailbox, self.timers, self.metrics, workers=config.dicomweb_workers,
             retry_initial_s=config.retry_initial_s, retry_max_s=config.retry_max_s,
-            store_results=config.store_results, room=self._room_for_bytes)
+            store_results=config.store_results, room=self._room_for_bytes, limits=config.decode_limits())
         self.watch = None if watch_scorer is None else ModelWatch(
             watch_scorer, lambda: self.card, self.mailbox, self.metrics, on_changed=self.model_changed,
             on_new_card=self._new_card)
@@ -196,7 +196,10 @@ class ScoringConsumer:
             self._stop.set()
 
     def _room_for_bytes(self) -> bool:
-        return self.pipeline.payload_bytes < self.config.max_in_flight_bytes
+        """The byte budget (``--max-in-flight-bytes``): payloads waiting to be decoded, and what DICOMweb
+        retrievals hold or may still receive (each counts ``--max-message-bytes`` until its size is known)."""
+        held = self.resolver.meter.held if self.resolver is not None else 0
+        return self.pipeline.payload_bytes + held < self.config.max_in_flight_bytes
 
     def _flow_control(self) -> None:
         cfg = self.config

@@ -82,6 +82,12 @@ class ErrorType(StrEnum):
     REFERENCE_UNREADABLE = "reference_unreadable"
     INSTANCE_NOT_FOUND = "instance_not_found"
     ARCHIVE_REJECTED = "archive_rejected"
+    UNSUPPORTED_SOP_CLASS = "unsupported_sop_class"
+    """A DICOMweb instance of a SOP class that holds no photograph to score (video, whole-slide,
+    encapsulated document, waveform, presentation state, report), refused from its metadata."""
+    NOT_A_REGULAR_FILE = "not_a_regular_file"
+    """A file reference that names a FIFO, socket, device, directory entry swapped for a symbolic link, or
+    anything else that is not a regular file when it is opened."""
     RESULT_TOO_LARGE = "result_too_large"
     """The scores were computed, but their result message is over the result topic's size limit."""
     INTERNAL_ERROR = "internal_error"

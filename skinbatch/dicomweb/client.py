@@ -15,7 +15,6 @@ exception message or a log record. Error messages name the HTTP status and the o
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import threading
@@ -30,8 +29,10 @@ import requests
 from dicomweb_client import DICOMwebClient
 
 from skinbatch.contract import ArchiveError, ArchiveUnavailable, ErrorType, ExitCode, InputRejected
+from skinbatch.imaging import DecodeLimits
 
 from .references import DicomWebReference
+from .retrieve import Hold, InstanceFacts, fetch_instance, fetch_metadata, instance_url, screen
 
 __all__ = [
     "ENV_PASSWORD",
@@ -56,6 +57,9 @@ ENV_URL = "SKINBATCH_DICOMWEB_URL"
 ENV_USER = "SKINBATCH_DICOMWEB_USER"
 ENV_PASSWORD = "SKINBATCH_DICOMWEB_PASSWORD"
 ENV_TOKEN = "SKINBATCH_DICOMWEB_TOKEN"
+
+_NO_METADATA_SERVICE = (400, 405, 406, 415)
+"""Answers to a metadata request that mean the archive does not serve metadata, not a bad request."""
 
 NOT_FOUND_TYPE = ErrorType.INSTANCE_NOT_FOUND
 REJECTED_TYPE = ErrorType.ARCHIVE_REJECTED
@@ -205,22 +209,7 @@ def classify(what: str) -> Iterator[None]:
 
 
 class _Client(DICOMwebClient):
-    def retrieve_instance_bytes(self, study: str, series: str, instance: str) -> bytes:
-        """The Part-10 bytes of one instance, as the archive stores them."""
-        url = f"{self.base_url}/studies/{study}/series/{series}/instances/{instance}"
-        # dicomweb-client's public retrieve_instance parses the part into a pydicom Dataset, which
-        # cannot give the archived bytes back exactly; its multipart reader is used directly.
-        try:
-            response = self._http_get(url, headers={"Accept": _ACCEPT_ANY_SYNTAX})
-            parts = list(self._decode_multipart_message(response, stream=False))
-        except AttributeError:  # a future dicomweb-client without these helpers: re-encode instead
-            ds = self.retrieve_instance(study, series, instance)
-            buf = io.BytesIO()
-            pydicom.dcmwrite(buf, ds, enforce_file_format=True)
-            return buf.getvalue()
-        if len(parts) != 1:
-            raise ArchiveRejected(f"the archive answered with {len(parts)} parts for one instance")
-        return parts[0]
+    """dicomweb-client for QIDO-RS and STOW-RS; WADO-RS retrieval is :mod:`skinbatch.dicomweb.retrieve`'s."""
 
 
 class DicomWebArchive:
@@ -279,10 +268,39 @@ class DicomWebArchive:
                                                        search_filters={"SOPInstanceUID": instance})
         return any(_value(row, "00080018") == instance for row in rows)
 
-    # -- WADO-RS -----------------------------------------------------------------------------
-    def retrieve(self, ref: InstanceRef) -> bytes:
+    # -- WADO-RS (bounded: skinbatch.dicomweb.retrieve) ------------------------------------------
+    def retrieve(self, ref: InstanceRef, limits: DecodeLimits | None = None, hold: Hold | None = None) -> bytes:
+        """The instance's Part-10 bytes as stored, after its metadata passed :func:`screen`.
+
+        ``InstanceRefused`` (bad input, typed) for an instance refused from its metadata or over
+        ``limits.max_bytes``; ``hold`` counts the bytes it may hold meanwhile (the caller releases it).
+        """
+        limits = limits or DecodeLimits()
+        url = instance_url(self.url, ref.study, ref.series, ref.instance)
+        timeout = (self.settings.connect_timeout_s, self.settings.read_timeout_s)
         with classify(f"instance {ref.instance}"):
-            return self._client().retrieve_instance_bytes(ref.study, ref.series, ref.instance)
+            refusal = screen(self._metadata(url, timeout), limits)
+            if refusal is not None:
+                raise refusal
+            return fetch_instance(self._session(), url, timeout, limits.max_bytes, hold)
+
+    def _metadata(self, url: str, timeout: tuple[float, float]) -> InstanceFacts:
+        """The instance's metadata; nothing known when the archive has no metadata service (the byte
+        bound of the retrieval still holds)."""
+        try:
+            return fetch_metadata(self._session(), url, timeout)
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            if status in _NO_METADATA_SERVICE:
+                return InstanceFacts()
+            raise
+
+    def _session(self) -> requests.Session:
+        """This thread's HTTP session for the bounded retrievals."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = self.settings.session()
+        return session
 
     # -- STOW-RS -----------------------------------------------------------------------------
     def store(self, dataset: pydicom.Dataset) -> None:

@@ -70,6 +70,9 @@ class OrthancConfig:
     startup_timeout_s: float = 60.0
     overwrite_instances: bool = False
     """Orthanc's ``OverwriteInstances``: False keeps the first copy of a SOP Instance UID stored twice."""
+    verbose_http: bool = False
+    """Run with ``--verbose-http``: Orthanc's log names every HTTP request it serves (for tests that check
+    which requests reached the archive)."""
 
 
 class LocalOrthanc(ChildServer):
@@ -95,7 +98,8 @@ class LocalOrthanc(ChildServer):
         work_dir = self._ensure_work_dir()
         config_path = work_dir / "orthanc.json"
         config_path.write_text(json.dumps(self._json_config(), indent=2))
-        return Launch([self._binary, str(config_path)], cwd=work_dir)
+        flags = ["--verbose-http"] if self.config.verbose_http else []
+        return Launch([self._binary, *flags, str(config_path)], cwd=work_dir)
 
     def _is_ready(self) -> bool:
         return self._status("/system") == 200 and self._status(DICOMWEB_ROOT + "studies?limit=1") == 200

@@ -12,7 +12,6 @@ error, a stale mount) raises :class:`~skinbatch.contract.ArchiveUnavailable`: th
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,8 @@ import numpy as np
 from skinbatch.contract import ArchiveUnavailable, ErrorType
 from skinbatch.imaging import DecodeLimits, Preprocessing
 from skinbatch.imaging.model_input import ModelInput, decode_worker_init as _imaging_worker_init, prepare_model_input
+
+from .files import FileRead, NotARegularFile, read_regular_file
 
 _slots: np.ndarray | None = None
 
@@ -34,15 +35,16 @@ def decode_worker_init(segment: str | None = None, shape: tuple[int, ...] | None
         _slots = attach(segment, shape)
 
 
-def read_input(path: str, max_bytes: int) -> bytes | ModelInput:
-    """A referenced file's bytes, or a :class:`ModelInput` saying why not (bad input)."""
+def read_input(path: str, max_bytes: int) -> FileRead | ModelInput:
+    """A referenced file's bytes, or a :class:`ModelInput` saying why not (bad input).
+
+    Opened by :func:`~skinbatch.scoring.files.read_regular_file`: no link followed, never blocking on a
+    FIFO, regular files only.
+    """
     try:
-        st = os.stat(path)
-        if st.st_size > max_bytes:
-            return ModelInput(nbytes=st.st_size, mtime_ns=st.st_mtime_ns, error_type=ErrorType.TOO_LARGE,
-                              error_message=f"the file is {st.st_size} bytes, over the limit of {max_bytes}")
-        with open(path, "rb") as fh:
-            return fh.read(max_bytes + 1)
+        read = read_regular_file(path, max_bytes)
+    except NotARegularFile as exc:
+        return ModelInput(error_type=exc.type, error_message=exc.message)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return ModelInput(error_type=ErrorType.REFERENCE_NOT_FOUND, error_message="no file at the referenced path")
     except PermissionError:
@@ -50,6 +52,11 @@ def read_input(path: str, max_bytes: int) -> bytes | ModelInput:
                           error_message="permission denied: the process may not read the file")
     except OSError as exc:
         raise ArchiveUnavailable(f"reading the archive failed: {exc.strerror or type(exc).__name__}") from None
+    if read.size > max_bytes or len(read.data) > max_bytes:
+        size = max(read.size, len(read.data))
+        return ModelInput(nbytes=size, mtime_ns=read.mtime_ns, error_type=ErrorType.TOO_LARGE,
+                          error_message=f"the file is {size} bytes, over the limit of {max_bytes}")
+    return read
 
 
 def decode_task(payload: bytes | None, path: str | None, preprocessing: dict[str, Any], limits: dict[str, int],
@@ -58,14 +65,10 @@ def decode_task(payload: bytes | None, path: str | None, preprocessing: dict[str
     mtime_ns = 0
     if payload is None:
         assert path is not None
-        try:
-            mtime_ns = os.stat(path).st_mtime_ns
-        except OSError:
-            pass
         read = read_input(path, limits["max_bytes"])
         if isinstance(read, ModelInput):
             return read
-        payload = read
+        payload, mtime_ns = read.data, read.mtime_ns
     out = prepare_model_input(payload, Preprocessing.from_dict(preprocessing), DecodeLimits(**limits))
     out.mtime_ns = mtime_ns
     if out.ok and slot is not None and _slots is not None and out.images is not None:

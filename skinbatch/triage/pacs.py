@@ -25,6 +25,7 @@ from skinbatch.dicomweb.client import (
     NotInArchive,
     is_image_sop_class,
 )
+from skinbatch.dicomweb.retrieve import InstanceRefused
 
 CACHE_DIR = "dicomweb"
 _DATE_RANGE = re.compile(r"^(\d{8})?-?(\d{8})?$")
@@ -97,7 +98,7 @@ def fetch(archive: DicomWebArchive, refs: list[InstanceRef], out_dir: Path,
         else:
             try:
                 data = archive.retrieve(ref)
-            except NotInArchive as exc:
+            except (NotInArchive, InstanceRefused) as exc:  # refused: not an image, or over the limits
                 result.not_found.append((path, str(exc)))
                 continue
             except (ArchiveUnavailable, ArchiveRejected) as exc:
