@@ -30,6 +30,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from skinbatch.backoff import Backoff
 from skinbatch.contract import (
     ArchiveUnavailable,
     ErrorType,
@@ -88,7 +89,9 @@ class ScoringConsumer:
                                   commit_interval_s=config.commit_interval_s, fetch_stall_s=config.fetch_stall_s)
         self.sink = ResultSink(producer, self.mailbox, self.timers, self.metrics,
                                dead_letter_topic=config.dead_letter_topic, retry_s=config.retry_initial_s,
+                               retry_max_s=config.retry_max_s,
                                on_fatal=lambda problem: self._fail(problem, "dead_letter_too_large"))
+        self._read_backoff = Backoff(max(config.retry_initial_s, config.retry_max_s / 4), config.retry_max_s)
         options = PipelineOptions(workers=config.decode_workers, limits=config.decode_limits(),
                                   max_frames=config.max_infer_in_flight, max_requests=config.max_infer_requests,
                                   max_batch=config.max_infer_batch,
@@ -148,7 +151,7 @@ class ScoringConsumer:
         return self._exit_code
 
     def _wait_for_model(self) -> ModelCard | None:
-        backoff = self.config.retry_initial_s
+        backoff = Backoff(self.config.retry_initial_s, self.config.retry_max_s)
         while not self._stop.is_set():
             try:
                 if self.scorer.is_ready():
@@ -159,10 +162,10 @@ class ScoringConsumer:
             except TritonUnavailable as exc:
                 log.warning("model card unreadable", extra={"event": "triton_wait", "error": str(exc)})
             self.metrics.triton_up.set(0)
+            delay = backoff.next()
             log.warning("waiting for Triton",
-                        extra={"event": "triton_wait", "url": self.scorer.url, "retry_in_s": backoff})
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, self.config.retry_max_s)
+                        extra={"event": "triton_wait", "url": self.scorer.url, "retry_in_s": round(delay, 2)})
+            self._stop.wait(delay)
         return None
 
     # -- the loop ------------------------------------------------------------------------------------------
@@ -239,6 +242,7 @@ class ScoringConsumer:
 
     def frames(self, job: Job, decoded: ModelInput) -> Sequence[int]:
         self._internal_errors = 0
+        self._read_backoff.reset()
         job.decoded = decoded
         wanted = job.request.dicomweb.frame if job.request and job.request.dicomweb else None
         if wanted is None:
@@ -273,7 +277,7 @@ class ScoringConsumer:
         self.metrics.retries.labels("archive").inc()
         log.warning("archive read failed; will retry", extra={"event": "retry", "stage": "archive",
                                                               "error": str(error), **job.source})
-        self.timers.later(self.config.retry_max_s / 2, lambda: self._resubmit(job))
+        self.timers.later(self._read_backoff.next(), lambda: self._resubmit(job))
 
     def decode_bug(self, job: Job, error: BaseException) -> None:
         self._internal_errors += 1

@@ -46,6 +46,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from skinbatch.backoff import Backoff
 from skinbatch.contract import ArchiveUnavailable, ConfigurationError, ServedModelChanged, TritonUnavailable
 from skinbatch.imaging import DecodeLimits
 from skinbatch.imaging.model_input import ModelInput
@@ -232,7 +233,7 @@ class ScoringPipeline:
         self.frames_at_triton = 0
         self.frames_held = 0
         self.down_since: float | None = None
-        self._backoff = self.options.retry_initial_s
+        self._backoff = Backoff(self.options.retry_initial_s, self.options.retry_max_s)
         self._next_probe = 0.0
         self.abandoned = False
         self.finishing = False
@@ -565,8 +566,8 @@ class ScoringPipeline:
         self._retry.appendleft(batch)
         if self.down_since is None:
             self.down_since = self._clock()
-            self._backoff = self.options.retry_initial_s
-            self._next_probe = self.down_since + self._backoff
+            self._backoff.reset()
+            self._next_probe = self.down_since + self._backoff.next()
             self.listener.triton_down(error)
 
     def _probe(self) -> None:
@@ -580,8 +581,7 @@ class ScoringPipeline:
         if ready and self._register_again():
             self._recovered()
             return
-        self._backoff = min(self._backoff * 2, self.options.retry_max_s)
-        self._next_probe = self._clock() + self._backoff
+        self._next_probe = self._clock() + self._backoff.next()
 
     def _register_again(self) -> bool:
         """After an outage Triton may be a new process without our region: register it again."""
