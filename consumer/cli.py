@@ -93,6 +93,12 @@ def _shared(specs: tuple[OptionSpec, ...], required: str):  # type: ignore[no-un
 @_opt("dicomweb_timeout_s", "Read timeout of one archive request, in seconds.", type=float)
 @_opt("store_results", "Store a DICOM Structured Report with the scores of each instance retrieved "
       "from the archive back into its study (STOW-RS).", is_flag=True, default=False)
+@_opt("decode_timeout_s", "Wall-clock limit of one decode, in seconds; past it the input is dead-lettered "
+      "decode_timeout and its worker replaced (0 disables).", type=click.FloatRange(min=0))
+@_opt("decode_memory_mb", "Memory (address space) each decode worker may use; an input that needs more is "
+      "dead-lettered decode_memory and its worker replaced (0 disables).", type=click.IntRange(min=0))
+@_opt("liveness_timeout_s", "/livez fails once the main loop has not turned for this long; after twice as "
+      "long the consumer exits 17 by itself (0 disables).", type=click.FloatRange(min=0))
 @_shared(TRITON_OPTIONS, required="triton_url")
 @_shared(KAFKA_OPTIONS, required="bootstrap_servers")
 @click.option("--log-level", envvar=env_name("log_level"), show_envvar=True, default="INFO", show_default=True)
@@ -103,8 +109,9 @@ def consume(log_level: str, **options: object) -> None:
     with a reason. SIGTERM or Ctrl-C drains in-flight work, commits and exits 0. Exit 1: repeated
     internal decoder failures; 6, 12, 13: Kafka refused, credentials refused, TLS failed (at
     start-up, within 30 s); 9: Triton began serving another model version; 10: Kafka stopped
-    delivering waiting records; 11: a record batch in a codec this install cannot read. After 9 or 10
-    the supervisor restarts the process: nothing is lost.
+    delivering waiting records; 11: a record batch in a codec this install cannot read; 17: the main
+    loop stopped turning (wedged). After 9, 10 or 17 the supervisor restarts the process: nothing is
+    lost.
     """
     configure_logging(log_level)
     reuse_large_buffers()

@@ -92,6 +92,17 @@ class ConsumerConfig:
     store_results: bool = False
     """Store a DICOM SR with the scores of each instance retrieved from the archive, back into its study."""
 
+    # Bounds on what one request can cost (issue 20): decoding, and a loop that stops turning.
+    decode_timeout_s: float = 60.0
+    """Wall-clock limit of one decode task; past it the input is dead-lettered ``decode_timeout`` and its
+    worker replaced (0 disables)."""
+    decode_memory_mb: int = 2048
+    """Address-space limit (RLIMIT_AS) of each decode worker; an input that needs more is dead-lettered
+    ``decode_memory`` and its worker replaced (0 disables)."""
+    liveness_timeout_s: float = 90.0
+    """``/livez`` fails once the main loop has not turned for this long; after twice as long the
+    consumer exits with 17 (WEDGED) by itself (0 disables both)."""
+
     def decode_limits(self) -> Any:
         """Limits for the decode workers: the message size, and pixels checked before decoding."""
         from skinbatch.imaging import DecodeLimits

@@ -1,8 +1,21 @@
-"""Prometheus metrics of one consumer process. Names start with ``skinbatch_consumer_``."""
+"""Prometheus metrics of one consumer process. Names start with ``skinbatch_consumer_``.
+
+The same port serves ``/livez`` and ``/readyz`` (consumer/health.py): 200 when fine, 503 otherwise, with
+one line saying why.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import threading
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+if TYPE_CHECKING:
+    from .health import Health
 
 from skinbatch.drift import PROMETHEUS_BUCKETS
 
@@ -49,5 +62,35 @@ class ConsumerMetrics:
                                 "Average batch size Triton formed for the Inception model since the last sample",
                                 registry=r)
 
+        self.health: Health | None = None
+        """Set by the consumer once it exists; /livez and /readyz answer 503 "starting" before."""
+
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
-        start_http_server(port, addr=host, registry=self.registry)
+        """/metrics (and any other path, as prometheus_client does), /livez and /readyz, on a thread."""
+        server = make_server(host, port, self.app(), ThreadingWSGIServer, handler_class=_Quiet)
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+
+    def app(self) -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            path = environ.get("PATH_INFO", "")
+            if path not in ("/livez", "/readyz"):
+                return metrics_app(environ, start_response)
+            health = self.health
+            if health is None:
+                ok, why = False, "starting"
+            else:
+                ok, why = health.live() if path == "/livez" else health.ready()
+            start_response("200 OK" if ok else "503 Service Unavailable",
+                           [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")])
+            return [why.encode() + b"\n"]
+
+        return app
+
+
+class _Quiet(WSGIRequestHandler):
+    """No access log on stderr: probes come every few seconds."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass

@@ -48,6 +48,8 @@ class ModelWatch:
         self.interval_s, self.card_every = interval_s, card_every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-watch", daemon=True)
+        self.reachable: bool | None = None
+        """Whether Triton answered the last look (None before the first): the consumer's readiness."""
 
     def start(self) -> None:
         self._thread.start()
@@ -65,7 +67,9 @@ class ModelWatch:
             try:
                 average, last = average_batch(self.scorer.statistics(), last)
             except Exception:  # noqa: BLE001 - statistics are best effort
+                self.reachable = False
                 continue
+            self.reachable = True
             if average is not None:
                 self.metrics.batch_size.set(average)
         self.scorer.close()

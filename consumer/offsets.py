@@ -63,6 +63,18 @@ class OffsetTracker:
             if partition in self._parts:
                 self._parts[partition].committed = position
 
+    def done_from(self, partition: Hashable, position: int) -> list[int]:
+        """Offsets at or past ``position`` that were taken and are done (answered), lowest first."""
+        state = self._parts.get(partition)
+        if state is None or state.next_offset is None:
+            return []
+        return [o for o in range(position, state.next_offset) if o not in state.pending]
+
+    def pending(self, partition: Hashable) -> set[int]:
+        """Offsets taken and not yet done."""
+        state = self._parts.get(partition)
+        return set() if state is None else set(state.pending)
+
     def forget(self, partition: Hashable) -> None:
         """Drop a revoked partition: its in-flight work no longer counts."""
         self._parts.pop(partition, None)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
+from skinbatch.backoff import Backoff
 from skinbatch.contract import InputRejected
 from skinbatch.dicomweb.client import ArchiveUnavailable
 from skinbatch.dicomweb.retrieve import ByteMeter, Hold
@@ -75,7 +76,7 @@ class DicomWebResolver:
         self._backlog: deque[Job] = deque()
         self._retrievals = 0
         self.down_since: float | None = None
-        self._backoff = retry_initial_s
+        self._backoff = Backoff(retry_initial_s, retry_max_s)
 
     @property
     def backlog(self) -> int:
@@ -107,20 +108,18 @@ class DicomWebResolver:
         self.metrics.retries.labels("archive").inc()
         if self.down_since is None:
             self.down_since = self._clock()
-            self._backoff = self.retry_initial_s
+            self._backoff.reset()
             self.metrics.archive_up.set(0)
             log.error("the DICOMweb archive failed; pausing consumption and retrying",
                       extra={"event": "archive_down", "stage": stage, "error": error[:300], **job.source})
-        delay = self._backoff
-        self._backoff = min(self._backoff * 2, self.retry_max_s)
-        self.timers.later(delay, retry)
+        self.timers.later(self._backoff.next(), retry)
 
     def _recovered(self) -> None:
         if self.down_since is None:
             return
         down_for = self._clock() - self.down_since
         self.down_since = None
-        self._backoff = self.retry_initial_s
+        self._backoff.reset()
         self.metrics.archive_up.set(1)
         log.info("the DICOMweb archive is back; resuming", extra={"event": "archive_up", "down_s": round(down_for, 1)})
 

@@ -22,14 +22,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import signal
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from skinbatch import faults
+from skinbatch.backoff import Backoff
 from skinbatch.contract import (
     ArchiveUnavailable,
     ErrorType,
@@ -48,9 +52,11 @@ from skinbatch.timers import Timers
 from . import messages
 from .config import ConsumerConfig
 from .errors import RequestRejected
+from .health import Health, WedgeWatch
 from .jobs import Job
 from .metrics import ConsumerMetrics
 from .modelwatch import ModelWatch
+from .poison import PoisonGuard
 from .producer import ResultProducer
 from .requests import explicit_request_id, parse_request
 from .resolver import DicomWebResolver
@@ -84,21 +90,33 @@ class ScoringConsumer:
         self._windows: dict[str, ScoreWindow] = {}
         self._next_gauges = 0.0
         self._next_paused_poll = 0.0
+        self.guard = PoisonGuard(slack=max(8, config.max_in_flight // 4))
+        self._held: deque[Taken] = deque()
+        """Records taken from Kafka and not started: behind a suspect that must run alone (consumer/poison.py)."""
         self.source = KafkaSource(kafka_consumer, config.request_topic, self.metrics,
-                                  commit_interval_s=config.commit_interval_s, fetch_stall_s=config.fetch_stall_s)
+                                  commit_interval_s=config.commit_interval_s, fetch_stall_s=config.fetch_stall_s,
+                                  guard=self.guard)
         self.sink = ResultSink(producer, self.mailbox, self.timers, self.metrics,
                                dead_letter_topic=config.dead_letter_topic, retry_s=config.retry_initial_s,
+                               retry_max_s=config.retry_max_s,
                                on_fatal=lambda problem: self._fail(problem, "dead_letter_too_large"))
+        self._read_backoff = Backoff(max(config.retry_initial_s, config.retry_max_s / 4), config.retry_max_s)
         options = PipelineOptions(workers=config.decode_workers, limits=config.decode_limits(),
                                   max_frames=config.max_infer_in_flight, max_requests=config.max_infer_requests,
                                   max_batch=config.max_infer_batch,
                                   shared_memory=config.shared_memory, timeout_s=config.triton_timeout_s,
-                                  retry_initial_s=config.retry_initial_s, retry_max_s=config.retry_max_s)
+                                  retry_initial_s=config.retry_initial_s, retry_max_s=config.retry_max_s,
+                                  decode_timeout_s=config.decode_timeout_s or None,
+                                  decode_memory_bytes=(config.decode_memory_mb << 20) or None)
         self.pipeline = ScoringPipeline(scorer, self.mailbox, self, options)
         self.resolver = None if archive is None else DicomWebResolver(
             archive, self, self.mailbox, self.timers, self.metrics, workers=config.dicomweb_workers,
             retry_initial_s=config.retry_initial_s, retry_max_s=config.retry_max_s,
             store_results=config.store_results, room=self._room_for_bytes, limits=config.decode_limits())
+        self.health = Health(config.liveness_timeout_s)
+        self.health.archive = None if archive is None else True
+        self.metrics.health = self.health
+        self.wedge_watch = WedgeWatch(self.health, on_exit=_end_children)
         self.watch = None if watch_scorer is None else ModelWatch(
             watch_scorer, lambda: self.card, self.mailbox, self.metrics, on_changed=self.model_changed,
             on_new_card=self._new_card)
@@ -138,6 +156,8 @@ class ScoringConsumer:
             self.source.subscribe()
             if self.watch is not None:
                 self.watch.start()
+            self.health.started = True
+            self.wedge_watch.start()
             log.info("consuming", extra={"event": "start", "topic": self.config.request_topic,
                                          "group": self.config.group_id, "shared_memory": self.pipeline.shared_memory})
             while not self._stop.is_set():
@@ -148,8 +168,9 @@ class ScoringConsumer:
         return self._exit_code
 
     def _wait_for_model(self) -> ModelCard | None:
-        backoff = self.config.retry_initial_s
+        backoff = Backoff(self.config.retry_initial_s, self.config.retry_max_s)
         while not self._stop.is_set():
+            self.health.turned(work_in_flight=False, waiting_on_purpose=True)
             try:
                 if self.scorer.is_ready():
                     self.metrics.triton_up.set(1)
@@ -159,18 +180,21 @@ class ScoringConsumer:
             except TritonUnavailable as exc:
                 log.warning("model card unreadable", extra={"event": "triton_wait", "error": str(exc)})
             self.metrics.triton_up.set(0)
+            delay = backoff.next()
             log.warning("waiting for Triton",
-                        extra={"event": "triton_wait", "url": self.scorer.url, "retry_in_s": backoff})
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, self.config.retry_max_s)
+                        extra={"event": "triton_wait", "url": self.scorer.url, "retry_in_s": round(delay, 2)})
+            self._stop.wait(delay)
         return None
 
     # -- the loop ------------------------------------------------------------------------------------------
     def _step(self) -> None:
+        self.health.turned(self.source.tracker.in_flight() > 0, self._waiting_on_purpose())
         self.timers.run_due()
         self.pipeline.pump()
         if self.resolver is not None:
             self.resolver.pump()
+        if self._held:
+            self._release_held()
         self._flow_control()
         busy = self.source.tracker.in_flight() > 0
         now = time.monotonic()
@@ -182,8 +206,7 @@ class ScoringConsumer:
         else:
             self._next_paused_poll = now + 0.1
             try:
-                for taken in self.source.poll(timeout_ms=10 if busy else 200):
-                    self._accept(taken)
+                self._admit(list(self.source.poll(timeout_ms=10 if busy else 200)))
             except KafkaProblem as problem:
                 self._fail(problem, "kafka_codec")
             self.mailbox.run(timeout=0.005 if busy else 0.0)
@@ -195,6 +218,11 @@ class ScoringConsumer:
             self._exit_code = int(ExitCode.FETCH_STALLED)
             self._stop.set()
 
+    def _waiting_on_purpose(self) -> bool:
+        """Work waits for Triton or the archive to come back: not stuck."""
+        return self.pipeline.down_since is not None or (self.resolver is not None
+                                                        and self.resolver.down_since is not None)
+
     def _room_for_bytes(self) -> bool:
         """The byte budget (``--max-in-flight-bytes``): payloads waiting to be decoded, and what DICOMweb
         retrievals hold or may still receive (each counts ``--max-message-bytes`` until its size is known)."""
@@ -204,10 +232,78 @@ class ScoringConsumer:
     def _flow_control(self) -> None:
         cfg = self.config
         resolver = self.resolver
-        saturated = (self.source.tracker.in_flight() >= cfg.max_in_flight or not self._room_for_bytes()
+        saturated = (self.source.tracker.in_flight() >= cfg.max_in_flight or not self._room_for_bytes() or self._held
                      or self.pipeline.saturated
                      or (resolver is not None and (resolver.backlog >= cfg.max_in_flight or resolver.down_since)))
         self.source.flow(bool(saturated) or self._stop.is_set())
+
+    # -- admitting records: poison messages (consumer/poison.py) -------------------------------------------
+    def _admit(self, takens: list[Taken]) -> None:
+        """Records just taken: read their partitions' suspects where new, then start what may start."""
+        for taken in takens:
+            if not self.guard.loaded(taken.tp):
+                self.source.load_guard(taken.tp)
+            self.guard.passed(taken.tp, taken.offset, self.source.tracker.pending(taken.tp))
+        self._held.extend(takens)
+        self._release_held()
+
+    def _processing(self) -> int:
+        """Messages started and not yet answered (taken, less those held back)."""
+        return self.source.tracker.in_flight() - sum(1 for t in self._held if self._taken_current(t))
+
+    def _taken_current(self, taken: Taken) -> bool:
+        return self.source.current(taken.tp, taken.generation, taken.offset)
+
+    def _release_held(self) -> None:
+        """Start held records in order: poison is dead-lettered unstarted; a suspect starts alone, once
+        nothing else is in flight, under a grant of its own; the rest start together."""
+        guard = self.guard
+        batch: list[Taken] = []
+        while self._held and guard.alone_in_flight is None:
+            taken = self._held[0]
+            if not self._taken_current(taken):
+                self._held.popleft()  # its partition was revoked: the new owner takes it
+                continue
+            if guard.poison(taken.tp, taken.offset):
+                self._held.popleft()
+                self._poisoned(taken)
+                continue
+            if guard.suspect(taken.tp, taken.offset):
+                if batch or self._processing() > 0:
+                    break
+                self._held.popleft()
+                self.source.commit_guard(guard.go_alone(taken.tp, taken.offset))
+                log.info("retrying a message alone", extra={"event": "suspect_alone", **_where(taken)})
+                self._accept(taken)
+                break
+            self._held.popleft()
+            batch.append(taken)
+        if batch:
+            self._start(batch)
+
+    def _start(self, batch: list[Taken]) -> None:
+        """Commit a grant first where a record lies past its partition's, then start them all."""
+        tops: dict[Any, int] = {}
+        for taken in batch:
+            if not self.guard.may_start(taken.tp, taken.offset):
+                tops[taken.tp] = max(tops.get(taken.tp, -1), taken.offset)
+        for tp, top in tops.items():
+            self.guard.grant(tp, top + 1)
+        if tops:
+            self.source.commit_guard(list(tops))
+        for taken in batch:
+            self._accept(taken)
+
+    def _poisoned(self, taken: Taken) -> None:
+        """In flight at a death, then alone at a further one: answered with a dead letter, never started."""
+        record = taken.record
+        job = Job(taken=taken, timestamp_ms=record.timestamp or 0, polled=time.monotonic())
+        job.size = len(record.value) if record.value else 0
+        log.error("a message was in flight at two deaths of the consumer's process; dead-lettered as poison",
+                  extra={"event": "poison", **_where(taken)})
+        self.reject(job, _fallback_id(record), ErrorType.POISON,
+                    "the consumer's process died twice while this message was in flight, the second time with "
+                    "it alone; it is not processed again (docs/runbook.md, poison messages)", {"bytes": job.size})
 
     # -- accepting a record ----------------------------------------------------------------------------------
     def _accept(self, taken: Taken) -> None:
@@ -227,8 +323,9 @@ class ScoringConsumer:
         if request.dicomweb is not None:
             assert self.resolver is not None
             self.resolver.resolve(job)
-            return
-        self.pipeline.submit(job, payload=request.payload, path=request.path, want_map=job.want_map)
+        else:
+            self.pipeline.submit(job, payload=request.payload, path=request.path, want_map=job.want_map)
+        _test_faults(record)
 
     def _resubmit(self, job: Job) -> None:
         """A referenced file that could not be read: read it again (an archive mount that comes back)."""
@@ -242,6 +339,7 @@ class ScoringConsumer:
 
     def frames(self, job: Job, decoded: ModelInput) -> Sequence[int]:
         self._internal_errors = 0
+        self._read_backoff.reset()
         job.decoded = decoded
         wanted = job.request.dicomweb.frame if job.request and job.request.dicomweb else None
         if wanted is None:
@@ -276,7 +374,7 @@ class ScoringConsumer:
         self.metrics.retries.labels("archive").inc()
         log.warning("archive read failed; will retry", extra={"event": "retry", "stage": "archive",
                                                               "error": str(error), **job.source})
-        self.timers.later(self.config.retry_max_s / 2, lambda: self._resubmit(job))
+        self.timers.later(self._read_backoff.next(), lambda: self._resubmit(job))
 
     def decode_bug(self, job: Job, error: BaseException) -> None:
         self._internal_errors += 1
@@ -422,6 +520,8 @@ class ScoringConsumer:
             job = parent
         if not self.source.done(job.tp, job.offset):
             return
+        self.guard.finished(job.tp, job.offset)
+        self.health.progressed()
         self.metrics.messages.labels(job.outcome).inc()
         if job.timestamp_ms:
             self.metrics.latency.observe(max(0.0, time.time() - job.timestamp_ms / 1000))
@@ -433,6 +533,11 @@ class ScoringConsumer:
         self._windows.setdefault(version, ScoreWindow()).observe(malignancy)
 
     def _update_gauges(self) -> None:
+        health = self.health
+        health.kafka = self.source.connected()
+        health.triton = self.pipeline.down_since is None and (self.watch is None or self.watch.reachable is not False)
+        if self.resolver is not None:
+            health.archive = self.resolver.down_since is None
         self.metrics.in_flight.set(self.source.tracker.in_flight())
         self.metrics.infer_in_flight.set(self.pipeline.frames_at_triton)
         for tp, lag in self.source.lags():
@@ -462,7 +567,8 @@ class ScoringConsumer:
         deadline = time.monotonic() + self.config.drain_timeout_s
         if not self._abandoned:
             log.info("draining", extra={"event": "drain", "in_flight": self.source.tracker.in_flight()})
-        while self.source.tracker.in_flight() > 0 and time.monotonic() < deadline and not self._abandoned:
+        while self._processing() > 0 and time.monotonic() < deadline and not self._abandoned:
+            self.health.turned(True, True)
             self.timers.run_due()
             self.pipeline.pump()
             if self.resolver is not None:
@@ -470,13 +576,16 @@ class ScoringConsumer:
             self.source.flow(True)
             self.source.keep_alive()
             self.mailbox.run(timeout=0.05)
-        if self.source.tracker.in_flight() and not self._abandoned:
+        if self._processing() and not self._abandoned:
             log.warning("drain timed out; unfinished messages will be redelivered",
-                        extra={"event": "drain_timeout", "in_flight": self.source.tracker.in_flight()})
+                        extra={"event": "drain_timeout", "in_flight": self._processing()})
+        self.guard.stop_cleanly()  # what is dropped now was not killed: no grant, no suspects from it
         self.source.maybe_commit(force=True)
 
     def _close(self) -> None:
         self._stop.set()
+        self.health.stopping = True
+        self.wedge_watch.stop()
         if self.watch is not None:
             self.watch.stop()
         self.sink.close(10)
@@ -500,6 +609,32 @@ def preflight(config: ConsumerConfig) -> None:
 
     check_codecs()
     probe_kafka(config.kafka_connection())
+
+
+def _where(taken: Taken) -> dict[str, Any]:
+    return {"topic": taken.tp.topic, "partition": taken.tp.partition, "offset": taken.offset}
+
+
+def _test_faults(record: Any) -> None:
+    """Test-only switches (skinbatch/faults.py; never set in production): die, or wedge the loop, on cue."""
+    kill, wedge = faults.get("kill_in_flight"), faults.get("wedge")
+    if kill is None and wedge is None:
+        return
+    rid = explicit_request_id(list(record.headers or []), record.key)
+    if rid is not None and rid == kill:
+        log.warning("test fault: killing this process with the request in flight", extra={"event": "test_fault"})
+        os.kill(os.getpid(), signal.SIGKILL)
+    if rid is not None and rid == wedge:
+        log.warning("test fault: wedging the main loop", extra={"event": "test_fault"})
+        threading.Event().wait()
+
+
+def _end_children() -> None:
+    """Before a wedged process exits: stop the decode workers it spawned (os._exit skips that)."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.terminate()
 
 
 def _fallback_id(record: Any) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from skinbatch.backoff import Backoff
 from skinbatch.contract import ErrorType, KafkaProblem
 from skinbatch.scoring.pipeline import Mailbox
 from skinbatch.timers import Timers
@@ -48,13 +49,15 @@ class ResultSink:
     """Sends answers and reports them done once acknowledged. Runs on the loop thread."""
 
     def __init__(self, producer: ResultProducer, mailbox: Mailbox, timers: Timers, metrics: ConsumerMetrics, *,
-                 dead_letter_topic: str, retry_s: float, on_fatal: Callable[[KafkaProblem], None]) -> None:
+                 dead_letter_topic: str, retry_s: float, on_fatal: Callable[[KafkaProblem], None],
+                 retry_max_s: float | None = None) -> None:
         self.producer = producer
         self.mailbox = mailbox
         self.timers = timers
         self.metrics = metrics
         self.dead_letter_topic = dead_letter_topic
         self.retry_s = retry_s
+        self._backoff = Backoff(retry_s, max(retry_s, retry_max_s or retry_s * 20))
         self.on_fatal = on_fatal
 
     def send(self, records: list[Record], done: Callable[[], None], *, current: Callable[[], bool],
@@ -80,6 +83,7 @@ class ResultSink:
 
     def _acked(self, answer: _Answer) -> None:
         answer.unacked -= 1
+        self._backoff.reset()
         if answer.unacked == 0:
             answer.done()
 
@@ -90,7 +94,7 @@ class ResultSink:
         self.metrics.retries.labels("produce").inc()
         log.warning("producing failed; will retry", extra={"event": "retry", "stage": "produce",
                                                            "error": type(error).__name__, **answer.source})
-        self.timers.later(self.retry_s, lambda: self._produce(answer, record))
+        self.timers.later(self._backoff.next(), lambda: self._produce(answer, record))
 
     def _too_large(self, answer: _Answer, record: Record, exc: RecordTooLarge) -> None:
         if record.topic == self.dead_letter_topic:

@@ -32,6 +32,7 @@ from skinbatch.contract import KafkaProblem
 
 from .metrics import ConsumerMetrics
 from .offsets import OffsetTracker
+from .poison import PoisonGuard
 from .watchdog import FetchWatchdog, Verdict
 
 log = logging.getLogger("skinbatch.consumer")
@@ -62,7 +63,9 @@ class KafkaSource:
     """One consumer-group member's view of the request topic."""
 
     def __init__(self, consumer: Any, topic: str, metrics: ConsumerMetrics, *, commit_interval_s: float = 1.0,
-                 fetch_stall_s: float = 120.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 fetch_stall_s: float = 120.0, clock: Callable[[], float] = time.monotonic,
+                 guard: PoisonGuard | None = None) -> None:
+        """``guard``: poison-message state, committed as each partition's offset metadata (consumer/poison.py)."""
         self.consumer = consumer
         self.topic = topic
         self.metrics = metrics
@@ -77,6 +80,10 @@ class KafkaSource:
         self._watchdog = FetchWatchdog(fetch_stall_s)
         self._delivered: set[TopicPartition] = set()
         self._next_watch = 0.0
+        self.guard = guard
+        self._loaded_at: dict[TopicPartition, int | None] = {}
+        """The committed position read with a partition's poison state."""
+        self._meta_sent: dict[TopicPartition, str] = {}
 
     # -- membership -------------------------------------------------------------------------------------
     def subscribe(self) -> None:
@@ -89,9 +96,16 @@ class KafkaSource:
     def revoked(self, revoked: list[TopicPartition]) -> None:
         """Commit what is done, then forget the lost partitions' in-flight work."""
         positions = {tp: pos for tp, pos in self.tracker.to_commit().items() if tp in revoked}
+        if self.guard is not None:
+            self.guard.stop_cleanly(revoked)  # the dropped work is not a death
+            positions.update(self._meta_changed(revoked))
         if positions:
             self._commit(positions)
         for tp in revoked:
+            if self.guard is not None:
+                self.guard.forget(tp)
+            self._loaded_at.pop(tp, None)
+            self._meta_sent.pop(tp, None)
             restart = self.tracker.committable(tp)
             if restart is not None:
                 self._restart_at[tp] = restart
@@ -138,6 +152,16 @@ class KafkaSource:
                 self.tracker.started(tp, record.offset)
                 yield Taken(tp, record.offset, self.generation(tp), record)
 
+    def connected(self) -> bool:
+        """The group coordinator is known and connected (readiness); True for a client that cannot say."""
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        if coordinator is None:
+            return True
+        try:
+            return not coordinator.coordinator_unknown()
+        except Exception:  # noqa: BLE001 - a client that cannot say is not known to be connected
+            return False
+
     def keep_alive(self) -> None:
         """While draining: let kafka-python serve rebalance callbacks, taking nothing. Every partition is
         paused, so nothing comes back; should a newly assigned one slip through, its records are not
@@ -165,16 +189,60 @@ class KafkaSource:
             return
         self._last_commit = now
         positions = self.tracker.to_commit()
+        if self.guard is not None:
+            positions.update(self._meta_changed(self._loaded_at))
         if positions:
             self._commit(positions)
 
-    def _commit(self, positions: dict[Any, int]) -> None:
+    # -- poison-message state (consumer/poison.py) ---------------------------------------------------------
+    def load_guard(self, tp: TopicPartition) -> dict[int, int]:
+        """Before a newly assigned partition's first record starts: read its committed metadata."""
+        assert self.guard is not None
+        committed: Any = None
         try:
-            self.consumer.commit({tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()},
-                                 timeout_ms=10_000)
-            self.tracker.mark_committed(positions)
+            committed = self.consumer.committed(tp, metadata=True, timeout_ms=10_000)
+        except Exception as exc:  # noqa: BLE001 - unknown state: no suspects, as before this guard existed
+            log.warning("cannot read the committed offset's metadata; no suspects", extra={
+                "event": "suspects_unknown", "error": type(exc).__name__})
+        position = getattr(committed, "offset", None)
+        self._loaded_at[tp] = position
+        self._meta_sent[tp] = getattr(committed, "metadata", "") or ""
+        return self.guard.load(tp, position, getattr(committed, "metadata", None))
+
+    def commit_guard(self, partitions: list[Any]) -> bool:
+        """Commit the poison state of ``partitions`` now (a grant before records start under it)."""
+        positions = {tp: pos for tp in partitions if (pos := self._position(tp)) is not None}
+        return not positions or self._commit(positions)
+
+    def _position(self, tp: Any) -> int | None:
+        position = self.tracker.committable(tp)
+        return position if position is not None else self._loaded_at.get(tp)
+
+    def _meta_changed(self, partitions: Any) -> dict[Any, int]:
+        assert self.guard is not None
+        out = {}
+        for tp in partitions:
+            position = self._position(tp)
+            if position is not None and self._metadata(tp, position) != self._meta_sent.get(tp):
+                out[tp] = position
+        return out
+
+    def _metadata(self, tp: Any, position: int) -> str:
+        if self.guard is None:
+            return ""
+        return self.guard.metadata(tp, position, self.tracker.done_from(tp, position))
+
+    def _commit(self, positions: dict[Any, int]) -> bool:
+        offsets = {tp: OffsetAndMetadata(pos, self._metadata(tp, pos), -1) for tp, pos in positions.items()}
+        try:
+            self.consumer.commit(offsets, timeout_ms=10_000)
         except Exception as exc:  # noqa: BLE001 - a failed commit only means some redelivery later
             log.warning("commit failed; will retry", extra={"event": "commit_failed", "error": type(exc).__name__})
+            return False
+        self.tracker.mark_committed(positions)
+        for tp, meta in offsets.items():
+            self._meta_sent[tp] = meta.metadata
+        return True
 
     def lags(self) -> Iterator[tuple[TopicPartition, int]]:
         """Per assigned partition: the high watermark minus the done prefix."""

@@ -91,6 +91,14 @@ class ErrorType(StrEnum):
     RESULT_TOO_LARGE = "result_too_large"
     """The scores were computed, but their result message is over the result topic's size limit."""
     INTERNAL_ERROR = "internal_error"
+    DECODE_TIMEOUT = "decode_timeout"
+    """Decoding ran past the per-task time limit (``--decode-timeout-s``); the worker was replaced."""
+    DECODE_MEMORY = "decode_memory"
+    """Decoding needed more memory than a decode worker may use (``--decode-memory-mb``); the worker was
+    replaced."""
+    POISON = "poison"
+    """The message was in flight, alone, when the consumer's process died, after it had already been in
+    flight at an earlier death: it is not scored again (docs/runbook.md, poison messages)."""
 
 
 # -- exit codes -------------------------------------------------------------------------------------
@@ -137,6 +145,10 @@ class ExitCode(IntEnum):
     """A server the command runs (Triton, Kafka) did not start: a port in use, a model that fails to load."""
     SERVER_DIED = 16
     """A server the command runs exited while it was serving."""
+    WEDGED = 17
+    """``consume``: the main loop stopped turning for twice ``--liveness-timeout-s`` (``/livez`` failed for
+    as long); the process exits by itself so that its supervisor starts a new one. Nothing is lost:
+    uncommitted messages are redelivered."""
     INTERRUPTED = 130
     """Stopped by Ctrl-C or SIGTERM before the work was done; what was finished is saved."""
 

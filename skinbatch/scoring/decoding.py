@@ -7,15 +7,20 @@ first frame into. The worker attaches the segment once, at start-up. What comes 
 further frames of a multi-frame image come back in-band.
 
 Bad input comes back as a value with a typed ``error_type``. A file that cannot be read *now* (an I/O
-error, a stale mount) raises :class:`~skinbatch.contract.ArchiveUnavailable`: the caller retries it.
+error, a stale mount) raises :class:`~skinbatch.contract.ArchiveUnavailable`: the caller retries it. An
+input that runs the worker out of memory raises ``MemoryError`` out of the task, so that the pool
+replaces the worker (skinbatch/scoring/workers.py) and the input is dead-lettered ``decode_memory``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
 from typing import Any
 
 import numpy as np
 
+from skinbatch import faults
 from skinbatch.contract import ArchiveUnavailable, ErrorType
 from skinbatch.imaging import DecodeLimits, Preprocessing
 from skinbatch.imaging.model_input import ModelInput, decode_worker_init as _imaging_worker_init, prepare_model_input
@@ -69,13 +74,36 @@ def decode_task(payload: bytes | None, path: str | None, preprocessing: dict[str
         if isinstance(read, ModelInput):
             return read
         payload, mtime_ns = read.data, read.mtime_ns
+    _test_faults(payload)
     out = prepare_model_input(payload, Preprocessing.from_dict(preprocessing), DecodeLimits(**limits))
+    if out.error_type in _MEMORY_TYPES and "memory" in (out.error_message or ""):
+        # The decoders report running out of memory as bad input; here it is the worker's limit.
+        raise MemoryError(out.error_message)
     out.mtime_ns = mtime_ns
     if out.ok and slot is not None and _slots is not None and out.images is not None:
         _slots[slot] = out.images[0]
         out.images = out.images[1:]
         out.slot = slot
     return out
+
+
+_MEMORY_TYPES = (ErrorType.TOO_LARGE, ErrorType.DECOMPRESSION_BOMB)
+
+
+def _test_faults(payload: bytes) -> None:
+    """Test-only switches (skinbatch/faults.py; never set in production): a decode that never ends, or
+    one that allocates until the worker's memory limit stops it."""
+    slow, hog = faults.get("slow_decode"), faults.get("hog_decode")
+    if slow is None and hog is None:
+        return
+    digest = hashlib.sha256(payload).hexdigest()
+    if digest == slow:
+        time.sleep(3600)
+    if digest == hog:
+        held = []
+        for _ in range(256):  # 16 GiB at most: without a limit, give up rather than take the host down
+            held.append(bytearray(64 << 20))
+        raise MemoryError("test fault: 16 GiB allocated without reaching a limit")
 
 
 def limits_dict(limits: DecodeLimits) -> dict[str, int]:

@@ -32,6 +32,7 @@ outcome means (a Kafka result, a row in triage's store) and whether a ticket sti
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import logging
@@ -46,7 +47,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from skinbatch.contract import ArchiveUnavailable, ConfigurationError, ServedModelChanged, TritonUnavailable
+from skinbatch.backoff import Backoff
+from skinbatch.contract import (
+    ArchiveUnavailable,
+    ConfigurationError,
+    ErrorType,
+    ServedModelChanged,
+    TritonUnavailable,
+)
 from skinbatch.imaging import DecodeLimits
 from skinbatch.imaging.model_input import ModelInput
 from skinbatch.timers import Timers
@@ -56,7 +64,7 @@ from .decoding import decode_task, decode_worker_init, limits_dict
 from .scores import Scores
 from .slots import SharedSlots, remove_stale_segments
 from .transport import ShmInput, TritonTLSError
-from .workers import DecodePool
+from .workers import DecodePool, TaskOutOfMemory, TaskTimedOut
 
 log = logging.getLogger("skinbatch.scoring")
 
@@ -152,6 +160,12 @@ class PipelineOptions:
     timeout_s: float = 60.0
     retry_initial_s: float = 0.5
     retry_max_s: float = 10.0
+    decode_timeout_s: float | None = None
+    """Wall-clock limit of one decode; past it the input is rejected ``decode_timeout`` and its worker
+    replaced (None: no limit)."""
+    decode_memory_bytes: int | None = None
+    """Address-space limit of each decode worker; an input that needs more is rejected ``decode_memory``
+    and its worker replaced (None: no limit)."""
 
 
 @dataclass(eq=False)
@@ -208,7 +222,7 @@ class ScoringPipeline:
             raise ConfigurationError(f"--shared-memory {self.options.shared_memory!r}: use one of "
                                      f"{', '.join(SHARED_MEMORY_MODES)}")
         self._clock = clock
-        self._pool_factory = pool_factory or _process_pool
+        self._pool_factory = pool_factory or self._process_pool
         self._seq = itertools.count()
         self._pool: Executor | None = None
         self._slots: SharedSlots | None = None
@@ -232,7 +246,7 @@ class ScoringPipeline:
         self.frames_at_triton = 0
         self.frames_held = 0
         self.down_since: float | None = None
-        self._backoff = self.options.retry_initial_s
+        self._backoff = Backoff(self.options.retry_initial_s, self.options.retry_max_s)
         self._next_probe = 0.0
         self.abandoned = False
         self.finishing = False
@@ -289,6 +303,10 @@ class ScoringPipeline:
     def _new_pool(self) -> Executor:
         args = (self._slots.name, self._shape) if self._slots is not None else ()
         return self._pool_factory(self.options.workers, args)
+
+    def _process_pool(self, workers: int, initargs: tuple[Any, ...]) -> Executor:
+        return DecodePool(workers, decode_worker_init, initargs, task_timeout_s=self.options.decode_timeout_s,
+                          memory_bytes=self.options.decode_memory_bytes)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -395,6 +413,9 @@ class ScoringPipeline:
                 return
             self._suspects.append(item)  # keeps its slot
             return
+        except (TaskTimedOut, TaskOutOfMemory) as exc:
+            self._over_limit(item, exc)
+            return
         except ArchiveUnavailable as exc:
             self._release_slot(item.slot)
             self._drop_payload(item)
@@ -412,6 +433,18 @@ class ScoringPipeline:
             self.listener.rejected(item.ticket, decoded)
             return
         self._accept_frames(item, decoded)
+
+    def _over_limit(self, item: _Item, exc: TaskTimedOut | TaskOutOfMemory) -> None:
+        """A decode over its time or memory limit: the pool replaced the worker; the input is rejected."""
+        error_type = ErrorType.DECODE_TIMEOUT if isinstance(exc, TaskTimedOut) else ErrorType.DECODE_MEMORY
+        log.error("a decode went over its limit; its worker was replaced", extra={"event": str(error_type)})
+        payload = item.payload
+        decoded = ModelInput(sha256=hashlib.sha256(payload).hexdigest() if payload is not None else "",
+                             nbytes=len(payload) if payload is not None else 0, error_type=error_type,
+                             error_message=str(exc))
+        self._release_slot(item.slot)
+        self._drop_payload(item)
+        self.listener.rejected(item.ticket, decoded)
 
     def _accept_frames(self, item: _Item, decoded: ModelInput) -> None:
         wanted = set(self.listener.frames(item.ticket, decoded))
@@ -565,8 +598,8 @@ class ScoringPipeline:
         self._retry.appendleft(batch)
         if self.down_since is None:
             self.down_since = self._clock()
-            self._backoff = self.options.retry_initial_s
-            self._next_probe = self.down_since + self._backoff
+            self._backoff.reset()
+            self._next_probe = self.down_since + self._backoff.next()
             self.listener.triton_down(error)
 
     def _probe(self) -> None:
@@ -580,8 +613,7 @@ class ScoringPipeline:
         if ready and self._register_again():
             self._recovered()
             return
-        self._backoff = min(self._backoff * 2, self.options.retry_max_s)
-        self._next_probe = self._clock() + self._backoff
+        self._next_probe = self._clock() + self._backoff.next()
 
     def _register_again(self) -> bool:
         """After an outage Triton may be a new process without our region: register it again."""
@@ -619,8 +651,6 @@ def unregister(transport: Any, region: str, patience_s: float = 3.0) -> bool:
             time.sleep(0.05)
 
 
-def _process_pool(workers: int, initargs: tuple[Any, ...]) -> Executor:
-    return DecodePool(workers, decode_worker_init, initargs)
 
 
 __all__ = ["SHARED_MEMORY_MODES", "Mailbox", "PipelineListener", "PipelineOptions", "ScoredFrame", "ScoredInput",

@@ -1,0 +1,125 @@
+"""Nothing a request names can stall a partition or exhaust a consumer (issue 20): poison messages, a wedged
+loop, decodes past their limits. The real Kafka broker and the real Triton, the consumer in child processes
+as in production; the misbehaviour comes from test-only fault switches (skinbatch/faults.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from skinbatch import faults
+from skinbatch.contract import ErrorType, ExitCode
+from skinbatch.samples import synthetic_jpeg
+from tests.fixtures.stack import ConsumerProcess, TopicReader, produce, unique_topics
+
+pytestmark = pytest.mark.system
+
+
+def _topics(broker: Any, partitions: int = 1) -> dict[str, str]:
+    topics = unique_topics()
+    broker.create_topics({topics["request"]: partitions, topics["result"]: 1, topics["dead"]: 1})
+    return topics
+
+
+def _answered(msgs: dict[str, list[dict[str, Any]]], topics: dict[str, str]) -> set[str]:
+    return {m["request_id"] for m in msgs[topics["result"]]} | {m["request_id"] for m in msgs[topics["dead"]]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - http URLs this test builds
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def test_a_message_that_kills_the_consumer_is_dead_lettered_as_poison(kafka_broker: Any, served_triton: Any,
+                                                                      tmp_path: Path) -> None:
+    topics = _topics(kafka_broker)
+    ids = [f"p-{i:02d}" for i in range(21)]
+    culprit = ids[10]
+    produce(kafka_broker.bootstrap_servers, topics["request"],
+            [(rid, synthetic_jpeg(320, 240, seed=i), []) for i, rid in enumerate(ids)])
+    env = {faults.ENV: f"kill_in_flight={culprit}"}  # every consumer dies whenever the culprit is in flight
+    reader = TopicReader(kafka_broker.bootstrap_servers, topics["result"], topics["dead"])
+    deaths = 0
+    try:
+        for run in range(4):
+            consumer = ConsumerProcess(kafka_broker.bootstrap_servers, served_triton.grpc_url, topics, "g-poison",
+                                       tmp_path / f"consumer{run}.log", ["--max-in-flight", "32"], env=env).start()
+            msgs = reader.read(lambda m, c=consumer: _answered(m, topics) >= set(ids) or not c.alive(), timeout=300)
+            if _answered(msgs, topics) >= set(ids):
+                assert consumer.stop() == 0, consumer.log()
+                break
+            assert consumer.proc is not None and consumer.proc.wait(30) == -9, consumer.log()
+            deaths += 1
+        msgs = reader.read_to_end()
+    finally:
+        reader.close()
+    assert deaths == 2, "in flight at one death, then alone at a second"
+    dead = msgs[topics["dead"]]
+    assert [(m["request_id"], m["error"]["type"]) for m in dead] == [(culprit, ErrorType.POISON)]
+    assert {m["request_id"] for m in msgs[topics["result"]]} == set(ids) - {culprit}
+    assert all(m["status"] == "ok" for m in msgs[topics["result"]])
+
+
+def test_a_wedged_loop_fails_livez_then_exits_by_itself(kafka_broker: Any, served_triton: Any,
+                                                        tmp_path: Path) -> None:
+    topics = _topics(kafka_broker)
+    ids = [f"w-{i}" for i in range(10)]
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    wedged = ConsumerProcess(kafka_broker.bootstrap_servers, served_triton.grpc_url, topics, "g-wedge",
+                             tmp_path / "wedged.log", ["--metrics-port", str(port), "--liveness-timeout-s", "5"],
+                             env={faults.ENV: f"wedge={ids[4]}"}).start()
+    try:
+        deadline = time.monotonic() + 180
+        while _get(base + "/readyz") != 200:
+            assert wedged.alive() and time.monotonic() < deadline, wedged.log()
+            time.sleep(0.5)
+        assert _get(base + "/livez") == 200
+        produce(kafka_broker.bootstrap_servers, topics["request"],
+                [(rid, synthetic_jpeg(320, 240, seed=i), []) for i, rid in enumerate(ids)])
+        seen_failing = False
+        while wedged.alive():
+            live = _get(base + "/livez")
+            if live == 503:
+                seen_failing = True
+                assert _get(base + "/metrics") == 200  # the HTTP thread runs on: only liveness tells
+                assert _get(base + "/readyz") == 503
+            assert time.monotonic() < deadline, wedged.log()
+            time.sleep(0.5)
+        assert seen_failing, wedged.log()
+        assert wedged.proc is not None and wedged.proc.wait(10) == ExitCode.WEDGED, wedged.log()
+        assert '"wedged"' in wedged.log()
+    finally:
+        if wedged.alive():
+            wedged.kill()
+    second = ConsumerProcess(kafka_broker.bootstrap_servers, served_triton.grpc_url, topics, "g-wedge",
+                             tmp_path / "second.log").start()
+    reader = TopicReader(kafka_broker.bootstrap_servers, topics["result"], topics["dead"])
+    try:
+        msgs = reader.read(lambda m: {x["request_id"] for x in m[topics["result"]]} >= set(ids), timeout=300)
+    finally:
+        reader.close()
+        assert second.stop() == 0, second.log()
+    assert msgs[topics["dead"]] == []
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
