@@ -651,6 +651,8 @@ def _input_info(d: ModelInput) -> dict[str, Any]:
     if d.format:
         info["format"] = d.format
         info["monochrome"] = d.monochrome
+    if d.color is not None:
+        info["color_profile"] = d.color
     return info
 
 

@@ -43,6 +43,10 @@ def _batch_sizes(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="Default: fp16 for tensorrt, fp32 otherwise.")
 @click.option("--resize", type=click.Choice(["center-crop", "whole"]), default="center-crop", show_default=True,
               help="How clients fit images to 299x299 (recorded in the model card).")
+@click.option("--color-management/--no-color-management", default=True, show_default=True,
+              help="Record in the model card that the model expects colour-managed sRGB input: clients convert "
+                   "photos with an embedded ICC profile (Display P3, Adobe RGB, DICOM's) to sRGB before resizing. "
+                   "--no-color-management keeps profiles ignored, as cards written before this option did.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Triton max_batch_size; also the TensorRT profile's maximum.")
 @click.option("--preferred-batch-sizes", callback=_batch_sizes,
@@ -83,6 +87,7 @@ def convert(
     target: str,
     precision: str | None,
     resize: str,
+    color_management: bool,
     max_batch_size: int,
     preferred_batch_sizes: tuple[int, ...],
     max_queue_delay_us: int,
@@ -125,6 +130,7 @@ def convert(
         target=target,
         precision=precision,
         resize=resize.replace("-", "_"),
+        color_management=color_management,
         max_batch_size=max_batch_size,
         preferred_batch_sizes=preferred_batch_sizes,
         max_queue_delay_us=max_queue_delay_us,

@@ -73,6 +73,8 @@ class ConvertOptions:
     precision: str | None = None
     """None: ``fp16`` for tensorrt, ``fp32`` otherwise."""
     resize: str = "center_crop"
+    color_management: bool = True
+    """The card's ``color_managed_input``: clients convert embedded ICC profiles to sRGB."""
     max_batch_size: int = 32
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_us: int = 2000
@@ -469,6 +471,7 @@ def model_card(opts: ConvertOptions, precision: str, taxonomy: Taxonomy, exporte
         max_batch_size=opts.max_batch_size,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         notes=notes,
+        color_managed_input=opts.color_management,
     )
     if served_map is not None:
         card.outputs = [*card.outputs, MALIGNANCY_MAP]

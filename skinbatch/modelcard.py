@@ -57,6 +57,10 @@ class ModelCard:
     reference_distribution: dict[str, Any] | None = None
     """P(malignant) on a validation set (``skinbatch.drift.ReferenceDistribution.to_dict()``), the
     baseline of the score-drift PSI; None until one is embedded."""
+    color_managed_input: bool = False
+    """The model expects colour-managed sRGB input: frames with an embedded ICC profile are converted to
+    sRGB before the resize. ``skinbatch convert`` sets it (on unless ``--no-color-management``); older
+    cards lack it and keep the earlier behaviour (profiles ignored)."""
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -99,6 +103,8 @@ class ModelCard:
         from skinbatch.imaging import Preprocessing
 
         fields = {k: v for k, v in self.preprocessing.items() if k != "normalization"}
+        if self.color_managed_input:
+            fields["color_management"] = True
         return Preprocessing.from_dict(fields)
 
     def model_summary(self) -> dict[str, Any]:

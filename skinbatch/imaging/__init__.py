@@ -1,4 +1,4 @@
-"""Imaging: DICOM / JPEG / PNG bytes → RGB frames → the model's 299×299×3 ``uint8`` input.
+"""Imaging: DICOM / JPEG / PNG / WebP / TIFF / HEIF / AVIF bytes → RGB frames → the model's 299×299×3 ``uint8`` input.
 
 Shared by the Kafka consumer and the archive triage tool. Pure logic: no I/O, no logging of patient
 data. See ``docs/formats.md`` for what decodes with which backend.
@@ -14,6 +14,7 @@ from .errors import (
     CorruptImageError,
     DecompressionBombError,
     EmptyInputError,
+    FormatNeedsExtraError,
     ImageDecodeError,
     InputTooLargeError,
     NoPixelDataError,
@@ -43,6 +44,7 @@ __all__ = [
     "EmptyInputError",
     "InputTooLargeError",
     "UnsupportedFormatError",
+    "FormatNeedsExtraError",
     "UnsupportedTransferSyntaxError",
     "UnsupportedPixelFormatError",
     "CorruptImageError",

@@ -6,8 +6,8 @@ import logging
 
 import numpy as np
 
-from . import sniff as _sniff
-from .decoders import dicom, jpeg, png
+from . import colour, sniff as _sniff
+from .decoders import dicom, jpeg, pillow_formats, png
 from .decoders.base import DecoderPlugin
 from .errors import CorruptImageError, ImageDecodeError, InputTooLargeError
 from .limits import DecodeLimits
@@ -20,6 +20,10 @@ PLUGINS: dict[str, DecoderPlugin] = {
     _sniff.DICOM: dicom.decode,
     _sniff.JPEG: jpeg.decode,
     _sniff.PNG: png.decode,
+    _sniff.WEBP: pillow_formats.decode_webp,
+    _sniff.TIFF: pillow_formats.decode_tiff,
+    _sniff.HEIF: pillow_formats.decode_heif,
+    _sniff.AVIF: pillow_formats.decode_avif,
 }
 
 _DEFAULT_LIMITS = DecodeLimits()
@@ -30,13 +34,15 @@ def decode(
     limits: DecodeLimits | None = None,
     target: Preprocessing | None = None,
 ) -> DecodedImage:
-    """Decode DICOM, JPEG or PNG bytes into RGB ``uint8`` frames.
+    """Decode DICOM, JPEG, PNG, WebP, TIFF, HEIF or AVIF bytes into RGB ``uint8`` frames.
 
     ``target``: the preprocessing the frames are for. When it allows (antialiased, not nearest), JPEG
     and JPEG-compressed DICOM frames are decoded at 1/2, 1/4 or 1/8 scale in the DCT domain, keeping
     the shorter side ≥ ``target.size``, so ``preprocess`` gives the same input within a grey level or
     two for a fraction of the work. PNG frames get an integer box reduction (Pillow ``reduce``) after
-    decoding, for the same reason. ``DecodedImage.reduction`` says what was applied.
+    decoding, for the same reason (WebP, TIFF, HEIF and AVIF too). ``DecodedImage.reduction`` says what
+    was applied. Where ``target.color_management`` is on, frames with an embedded ICC profile are then
+    converted to sRGB (on the reduced frames); ``DecodedImage.color`` says what was found and done.
 
     Raises :class:`~skinbatch.imaging.errors.ImageDecodeError` (never anything else) for bad input.
     """
@@ -52,7 +58,8 @@ def decode(
     fmt = _sniff.sniff(data)
     min_side = target.size if target is not None and target.allows_reduced_decode else None
     try:
-        return PLUGINS[fmt](data, limits, min_side)
+        decoded = PLUGINS[fmt](data, limits, min_side)
+        return colour.manage(decoded, target is not None and target.color_management)
     except ImageDecodeError as exc:
         if exc.format is None:
             exc.format = fmt

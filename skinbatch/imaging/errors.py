@@ -41,6 +41,19 @@ class UnsupportedFormatError(ImageDecodeError):
     type = ErrorType.UNSUPPORTED_FORMAT
 
 
+class FormatNeedsExtraError(ImageDecodeError):
+    """The format is recognised and decodable, but by an optional package this install lacks."""
+
+    type = ErrorType.FORMAT_NEEDS_EXTRA
+
+    def __init__(self, message: str, *, extra: str, format: str | None = None) -> None:
+        super().__init__(message, format=format)
+        self.extra = extra
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "extra": self.extra}
+
+
 class UnsupportedTransferSyntaxError(ImageDecodeError):
     type = ErrorType.UNSUPPORTED_TRANSFER_SYNTAX
 
@@ -79,6 +92,7 @@ ERROR_TYPES: tuple[type[ImageDecodeError], ...] = (
     EmptyInputError,
     InputTooLargeError,
     UnsupportedFormatError,
+    FormatNeedsExtraError,
     UnsupportedTransferSyntaxError,
     UnsupportedPixelFormatError,
     CorruptImageError,

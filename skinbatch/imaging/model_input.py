@@ -38,6 +38,9 @@ class ModelInput:
     monochrome: bool = False
     dicom: dict[str, Any] | None = None
     """UIDs, SOP class and accession number; never patient names or dates."""
+    color: dict[str, Any] | None = None
+    """The embedded ICC profile: ``description``, ``sha256``, ``applied`` (and ``reason`` where not); None
+    where the input has none (taken as sRGB)."""
     decode_ms: float = 0.0
     error_type: str | None = None
     error_message: str | None = None
@@ -63,6 +66,7 @@ def prepare_model_input(data: bytes, target: Preprocessing, limits: DecodeLimits
     out.frame_numbers = [frame.number for frame in decoded.frames]
     out.format = decoded.format
     out.monochrome = decoded.monochrome
+    out.color = decoded.color.to_dict() if decoded.color is not None else None
     if decoded.dicom is not None:
         ids = decoded.dicom
         out.dicom = {

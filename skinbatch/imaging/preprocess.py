@@ -40,14 +40,17 @@ class Preprocessing:
     ``antialias=True`` filters over the whole footprint of each output pixel when shrinking
     (Pillow's ``resize``, torchvision's ``antialias=True``); ``False`` samples the
     ``interpolation`` kernel at its native width (TensorFlow 1 / torchvision ``antialias=False``).
+    ``color_management=True`` converts frames with an embedded ICC profile to sRGB before the resize
+    (:mod:`skinbatch.imaging.colour`); the model card's ``color_managed_input`` sets it.
     """
 
     size: int = 299
     resize: str = "center_crop"
     interpolation: str = "bilinear"
     antialias: bool = True
+    color_management: bool = False
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("size", "resize", "interpolation", "antialias")
+    FIELDS: ClassVar[tuple[str, ...]] = ("size", "resize", "interpolation", "antialias", "color_management")
 
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, int) or not 1 <= self.size <= 8192:
@@ -62,6 +65,8 @@ class Preprocessing:
             )
         if not isinstance(self.antialias, bool):
             raise PreprocessingError(f"antialias must be true or false, got {self.antialias!r}")
+        if not isinstance(self.color_management, bool):
+            raise PreprocessingError(f"color_management must be true or false, got {self.color_management!r}")
         if self.interpolation == "lanczos" and not self.antialias:
             raise PreprocessingError(
                 "lanczos without antialiasing is not implemented; set antialias=true "
@@ -78,7 +83,11 @@ class Preprocessing:
         return self.antialias and self.interpolation != "nearest"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields; ``color_management`` only where it is on (the card keeps it outside this dict)."""
+        d = asdict(self)
+        if not self.color_management:
+            del d["color_management"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocessing:

@@ -10,7 +10,12 @@ from .errors import EmptyInputError, UnsupportedFormatError
 DICOM = "dicom"
 JPEG = "jpeg"
 PNG = "png"
-SUPPORTED = (DICOM, JPEG, PNG)
+WEBP = "webp"
+TIFF = "tiff"
+HEIF = "heif"
+"""HEIF with HEVC (HEIC, what iPhones save) or another codec libheif reads; needs ``skinbatch[heic]``."""
+AVIF = "avif"
+SUPPORTED = (DICOM, JPEG, PNG, WEBP, TIFF, HEIF, AVIF)
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -18,9 +23,10 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _OTHER_MAGIC: tuple[tuple[int, bytes, str], ...] = (
     (0, b"GIF87a", "GIF"),
     (0, b"GIF89a", "GIF"),
-    (0, b"II*\x00", "TIFF"),
-    (0, b"MM\x00*", "TIFF"),
-    (0, b"II+\x00", "BigTIFF"),
+    (0, b"II*\x00", TIFF),
+    (0, b"MM\x00*", TIFF),
+    (0, b"II+\x00", TIFF),
+    (0, b"MM\x00+", TIFF),
     (0, b"BM", "BMP"),
     (0, b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000 (JP2)"),
     (0, b"\xff\x4f\xff\x51", "JPEG 2000 codestream"),
@@ -31,10 +37,8 @@ _OTHER_MAGIC: tuple[tuple[int, bytes, str], ...] = (
     (0, b"\x1f\x8b", "gzip archive"),
     (0, b"8BPS", "Photoshop PSD"),
 )
-_ISO_BMFF_BRANDS = {
-    b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC", b"heis": "HEIC",
-    b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF",
-}
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"mif2"})
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
 
 
 def detect(data: bytes) -> str | None:
@@ -47,9 +51,9 @@ def detect(data: bytes) -> str | None:
     if head[:8] == _PNG_SIGNATURE:
         return PNG
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WebP"
+        return WEBP
     if head[4:8] == b"ftyp":
-        return _ISO_BMFF_BRANDS.get(head[8:12], "ISO media (MP4/MOV/HEIF)")
+        return _iso_bmff_format(head)
     for offset, magic, name in _OTHER_MAGIC:
         if head[offset : offset + len(magic)] == magic:
             return name
@@ -59,7 +63,7 @@ def detect(data: bytes) -> str | None:
 
 
 def sniff(data: bytes) -> str:
-    """Return ``"dicom"``, ``"jpeg"`` or ``"png"``, or raise a typed error that names what arrived."""
+    """Return one of :data:`SUPPORTED`, or raise a typed error that names what arrived."""
     if not data:
         raise EmptyInputError("the input is empty (0 bytes); check the producer sends the file body")
     fmt = detect(data)
@@ -68,12 +72,29 @@ def sniff(data: bytes) -> str:
     if fmt is None:
         raise UnsupportedFormatError(
             f"unrecognised format (first bytes {bytes(data[:8]).hex(' ')}); "
-            "send DICOM (Part 10), JPEG or PNG"
+            "send DICOM, JPEG, PNG, WebP, TIFF, HEIC/HEIF or AVIF"
         )
     raise UnsupportedFormatError(
-        f"{fmt} is not supported; convert it to JPEG or PNG (or send DICOM) before submitting",
+        f"{fmt} is not supported; convert it to JPEG, PNG, WebP, TIFF, HEIC or AVIF (or send DICOM) before submitting",
         format=fmt,
     )
+
+
+def _iso_bmff_format(head: bytes) -> str:
+    """HEIF or AVIF from the ``ftyp`` box: the major brand, else the compatible brands (``mif1`` files list
+    ``avif`` or ``heic`` there)."""
+    size = int.from_bytes(head[0:4], "big")
+    end = min(len(head), size if 16 <= size else 16)
+    brands = [head[8:12], *(head[i : i + 4] for i in range(16, end - 3, 4))]
+    if brands[0] in _AVIF_BRANDS:
+        return AVIF
+    if brands[0] in _HEIF_BRANDS:
+        return AVIF if any(b in _AVIF_BRANDS for b in brands[1:]) and b"heic" not in brands[1:] else HEIF
+    if any(b in _AVIF_BRANDS for b in brands[1:]):
+        return AVIF
+    if any(b in _HEIF_BRANDS for b in brands[1:]):
+        return HEIF
+    return "ISO media (MP4/MOV)"
 
 
 def _looks_like_raw_dicom(head: bytes) -> bool:

@@ -93,7 +93,8 @@ def triage(archives: tuple[Path, ...], triton: TritonTarget, out_dir: Path, mode
     (--study-date, --modality, --sop-class, --patient-id, --accession; all optional). They are fetched
     by WADO-RS into --out/dicomweb/ (the report's thumbnails are drawn from there), each once.
 
-    Walks folders recursively for DICOM, JPEG and PNG files (by extension or content), follows
+    Walks folders recursively for DICOM, JPEG, PNG, WebP, TIFF, HEIC and AVIF files (by extension or
+    content; DICOM also without its preamble), names every other file with its reason, follows
     DICOMDIR indexes, and scores each frame on Triton through the same decoding as the Kafka
     consumer. Writes triage.csv (ranked, with per-class scores, identifiers, model version and
     errors), triage.html (thumbnails of the highest-risk images, histogram, failures) and
@@ -123,7 +124,8 @@ def triage(archives: tuple[Path, ...], triton: TritonTarget, out_dir: Path, mode
     for dicomdir, why in found.unreadable_dicomdirs:
         _err(f"a DICOMDIR could not be read ({why}); its folder is still walked")
     if not found.images and not found.missing and not pacs_errors:
-        _err(f"no DICOM, JPEG or PNG files found under the given paths ({found.skipped} other files skipped)")
+        _err(f"no DICOM, JPEG, PNG, WebP, TIFF, HEIC or AVIF files found under the given paths "
+             f"({found.skipped} other files skipped)")
         sys.exit(int(ExitCode.NO_INPUT))
 
     limits = DecodeLimits(max_bytes=int(max_file_mb * 1024 * 1024), max_pixels=max_pixels,
@@ -165,7 +167,8 @@ def triage(archives: tuple[Path, ...], triton: TritonTarget, out_dir: Path, mode
             }
             outputs = write_reports(store, out_dir, card.coarse_labels, card.fine_labels,
                                     card.preprocessing_spec(), run_info, top_n=top_n, limits=limits,
-                                    maps=store.maps(), write_maps=write_maps)
+                                    maps=store.maps(), write_maps=write_maps,
+                                    skipped=[(os.path.abspath(p), why) for p, why in found.skipped_files])
         finally:
             store.close()
     code = exit_code_for(summary, failed)

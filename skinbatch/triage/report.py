@@ -53,7 +53,8 @@ DICOM_COLUMNS = ("study_instance_uid", "series_instance_uid", "sop_instance_uid"
 ERROR_MEANINGS: dict[str, str] = {
     "empty": "the file is empty",
     "too_large": "over the size or memory limit",
-    "unsupported_format": "not DICOM, JPEG or PNG",
+    "unsupported_format": "not DICOM, JPEG, PNG, WebP, TIFF, HEIC/HEIF or AVIF",
+    "format_needs_extra": "HEIC/HEIF: install skinbatch[heic] (pillow-heif) and run again",
     "unsupported_transfer_syntax": "DICOM compression no installed decoder handles",
     "unsupported_pixel_format": "pixels of a kind not turned into RGB",
     "truncated": "the file ends early",
@@ -105,10 +106,20 @@ def error_csv_row(row: ErrorRow, n_coarse: int, n_fine: int, model: dict[str, An
     ]
 
 
+def skipped_csv_row(path: str, reason: str, n_coarse: int, n_fine: int, model: dict[str, Any]) -> list[Any]:
+    """A file the walk did not score (not an image, hidden, not a regular file), with the reason."""
+    return [
+        "", "", "skipped", path, "", "", "", "", "", "",
+        *([""] * (n_coarse + n_fine)), "", "", "", *([""] * len(DICOM_COLUMNS)), "skipped", reason,
+        *_model_cells(model), "", "",
+    ]
+
+
 def write_csv(store: TriageStore, path: Path, coarse_labels: Sequence[str], fine_labels: Sequence[str],
-              map_files: Mapping[MapKey, str] | None = None) -> int:
+              map_files: Mapping[MapKey, str] | None = None, skipped: Sequence[tuple[str, str]] = ()) -> int:
     """Write the ranked CSV; returns the number of scored rows. ``map_files``: overlay PNGs by frame,
-    relative to the CSV's folder."""
+    relative to the CSV's folder. ``skipped``: (path, reason) of the files not scored, as rows with
+    status ``skipped``."""
     map_files = map_files or {}
     n = 0
     tmp = path.with_suffix(".csv.tmp")
@@ -120,6 +131,8 @@ def write_csv(store: TriageStore, path: Path, coarse_labels: Sequence[str], fine
                                      map_files.get((row.sha256, row.frame), "")))
         for err in store.error_rows():
             w.writerow(error_csv_row(err, len(coarse_labels), len(fine_labels), store.model))
+        for skipped_path, reason in skipped:
+            w.writerow(skipped_csv_row(skipped_path, reason, len(coarse_labels), len(fine_labels), store.model))
     tmp.replace(path)
     return n
 
@@ -313,8 +326,24 @@ MAP_LEGEND = ("Coloured overlay: where the network found evidence for “maligna
               "Hover over an image to see it alone.")
 
 
+def skipped_html(skipped: Sequence[tuple[str, str]]) -> str:
+    """Every skipped file, grouped by reason (the CSV lists them too)."""
+    if not skipped:
+        return "<p>Nothing skipped.</p>"
+    by_reason: dict[str, list[str]] = defaultdict(list)
+    for path, reason in skipped:
+        by_reason[reason].append(path)
+    rows = "".join(
+        f"<tr><td>{_esc(reason)}</td><td class=num>{len(paths)}</td>"
+        f'<td class="examples"><details><summary>{_esc(paths[0])}{" …" if len(paths) > 1 else ""}</summary>'
+        f'{"<br>".join(_esc(p) for p in paths)}</details></td></tr>'
+        for reason, paths in sorted(by_reason.items(), key=lambda kv: (-len(kv[1]), kv[0])))
+    return "<table><tr><th>reason</th><th>files</th><th>files skipped</th></tr>" + rows + "</table>"
+
+
 def render_html(*, model: dict[str, Any], run: dict[str, Any], top: Sequence[TopImage | tuple[Any, ...]],
-                scores: Sequence[float], errors: Sequence[ErrorRow], csv_name: str, generated_at: str) -> str:
+                scores: Sequence[float], errors: Sequence[ErrorRow], csv_name: str, generated_at: str,
+                skipped: Sequence[tuple[str, str]] = ()) -> str:
     """The whole report page. Pure: thumbnails and overlays arrive as data URIs."""
     images = [TopImage(*entry) for entry in top]
     untrained = (
@@ -357,6 +386,8 @@ def render_html(*, model: dict[str, Any], run: dict[str, Any], top: Sequence[Top
 {svg_histogram(scores)}
 <h2>Failures</h2>
 {failures}
+<h2>Skipped ({len(skipped)} files not scored)</h2>
+{skipped_html(skipped)}
 </body></html>
 """
 
@@ -373,12 +404,13 @@ def _top_image(rank: int, row: FrameRow, also: int, preprocessing: Preprocessing
 def write_reports(store: TriageStore, out_dir: Path, coarse_labels: Sequence[str], fine_labels: Sequence[str],
                   preprocessing: Preprocessing, run: dict[str, Any], top_n: int = 24,
                   limits: DecodeLimits | None = None, maps: Maps | None = None,
-                  write_maps: bool = False) -> dict[str, Path]:
+                  write_maps: bool = False, skipped: Sequence[tuple[str, str]] = ()) -> dict[str, Path]:
     """CSV, HTML and a JSON summary into ``out_dir``; returns their paths.
 
     ``maps``: ``MALIGNANCY_MAP`` by (sha256, frame), overlaid on the top images' thumbnails. With
     ``write_maps`` (``--maps``), every frame with a map also gets a PNG overlay in ``out_dir/maps/``,
-    named in the CSV's ``map_png`` column, and the result has a ``maps`` entry.
+    named in the CSV's ``map_png`` column, and the result has a ``maps`` entry. ``skipped``: (path,
+    reason) of every file the walk did not score, named in the CSV, the HTML and the summary's counts.
     """
     maps = maps or {}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -388,7 +420,7 @@ def write_reports(store: TriageStore, out_dir: Path, coarse_labels: Sequence[str
         map_files = write_map_overlays(store, out_dir, maps, preprocessing, limits)
         outputs["maps"] = out_dir / MAPS_DIR
     csv_path = out_dir / CSV_FILE
-    write_csv(store, csv_path, coarse_labels, fine_labels, map_files)
+    write_csv(store, csv_path, coarse_labels, fine_labels, map_files, skipped)
     scores: list[float] = []
     paths_per_content: Counter[tuple[str, int]] = Counter()
     top_rows: list[FrameRow] = []
@@ -407,10 +439,12 @@ def write_reports(store: TriageStore, out_dir: Path, coarse_labels: Sequence[str
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     html_path = out_dir / HTML_FILE
     html_path.write_text(render_html(model=store.model, run=run, top=top, scores=scores, errors=errors,
-                                     csv_name=CSV_FILE, generated_at=generated), encoding="utf-8")
+                                     csv_name=CSV_FILE, generated_at=generated, skipped=skipped),
+                         encoding="utf-8")
     summary_path = out_dir / SUMMARY_FILE
     summary = {**run, "generated_at": generated, "model": store.model, "frames_scored_total": len(scores),
                "failures_by_type": dict(Counter(e.error_type for e in errors)),
+               "skipped_by_reason": dict(Counter(reason for _, reason in skipped)),
                "csv": CSV_FILE, "html": HTML_FILE, "map_overlays": len(map_files),
                "maps": MAPS_DIR if map_files else None}
     summary_path.write_text(json.dumps(summary, indent=1, default=str) + "\n", encoding="utf-8")

@@ -57,7 +57,7 @@ _TAGS = [
     "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData",
     "SegmentedRedPaletteColorLookupTableData", "SegmentedGreenPaletteColorLookupTableData",
     "SegmentedBluePaletteColorLookupTableData",
-    "ExtendedOffsetTable", "ExtendedOffsetTableLengths",
+    "ExtendedOffsetTable", "ExtendedOffsetTableLengths", "ICCProfile",
     "PixelData", "FloatPixelData", "DoubleFloatPixelData",
 ]
 
@@ -111,18 +111,29 @@ def decode(data: bytes, limits: DecodeLimits, min_side: int | None) -> DecodedIm
         if first.precision == 8 and first.is_lossy_dct:
             frames, reduction = _decode_jpeg_frames(frames_bytes, pi, rows, cols, spp, min_side)
             log.debug("decoded DICOM with Pillow: %s", ids.log_fields())
-            return _result(frames, pi, rows, cols, ids, reduction, "pillow-draft" if reduction > 1 else "pillow")
+            return _result(frames, pi, rows, cols, ids, reduction, "pillow-draft" if reduction > 1 else "pillow",
+                           _icc(ds))
 
     if ts in _CODESTREAM_SYNTAXES:
         for frame in _encapsulated_frames(ds, nframes):
             _check_codestream_size(frame, ts, rows, cols, limits)
     frames = list(_decode_with_pydicom(decoder, ds, pi, nframes))
     log.debug("decoded DICOM with pydicom: %s", ids.log_fields())
-    return _result(frames, pi, rows, cols, ids, 1, "pydicom")
+    return _result(frames, pi, rows, cols, ids, 1, "pydicom", _icc(ds))
+
+
+def _icc(ds: Any) -> bytes | None:
+    """ICC Profile (0028,2000) of the image pixel module; a malformed one reads as none."""
+    try:
+        value = ds.get("ICCProfile")
+    except Exception:  # noqa: BLE001 - a broken optional element must not cost the image
+        return None
+    return bytes(value) if isinstance(value, (bytes, bytearray)) and len(value) >= 128 else None
 
 
 def _result(
-    frames: list[np.ndarray], pi: str, rows: int, cols: int, ids: DicomIdentifiers, reduction: int, decoder: str
+    frames: list[np.ndarray], pi: str, rows: int, cols: int, ids: DicomIdentifiers, reduction: int, decoder: str,
+    icc: bytes | None = None,
 ) -> DecodedImage:
     return DecodedImage(
         format=FORMAT,
@@ -133,6 +144,7 @@ def _result(
         decoder=decoder,
         dicom=ids,
         photometric_interpretation=pi,
+        icc_profile=icc,
     )
 
 

@@ -148,6 +148,7 @@ def decode(data: bytes, limits: DecodeLimits, min_side: int | None) -> DecodedIm
             im.draft(im.mode if im.mode in ("RGB", "L", "CMYK") else "RGB", (min_side, min_side))
             reduction = max(1, round(full_w / im.size[0]))
         load_pillow(im, FORMAT)
+        icc = im.info.get("icc_profile") or None
         source_size = (header.height, header.width)
         if orientation in (5, 6, 7, 8):
             source_size = (header.width, header.height)
@@ -165,6 +166,7 @@ def decode(data: bytes, limits: DecodeLimits, min_side: int | None) -> DecodedIm
         decoder="pillow-draft" if reduction > 1 else "pillow",
         exif_orientation=orientation,
         had_alpha=alpha,
+        icc_profile=bytes(icc) if isinstance(icc, (bytes, bytearray)) else None,
     )
 
 

@@ -27,6 +27,7 @@ def decode(data: bytes, limits: DecodeLimits, min_side: int | None) -> DecodedIm
     im = open_pillow(data, ("PNG",), FORMAT)
     try:
         load_pillow(im, FORMAT)
+        icc = im.info.get("icc_profile") or None
         reduction = 1
         if min_side and min(width, height) // min_side >= 2 and im.mode in _REDUCIBLE:
             # No DCT for PNG, but a box reduction to "just large enough" keeps every later copy
@@ -47,4 +48,5 @@ def decode(data: bytes, limits: DecodeLimits, min_side: int | None) -> DecodedIm
         reduction=reduction,
         decoder="pillow-reduce" if reduction > 1 else "pillow",
         had_alpha=alpha,
+        icc_profile=bytes(icc) if isinstance(icc, (bytes, bytearray)) else None,
     )

@@ -36,6 +36,7 @@ def test_demo_weights_fp16_onnx_target(tmp_path: Path) -> None:
     assert card.trained is False and card.name == "demo" and card.precision == "fp16"
     assert card.notes[0].startswith("UNTRAINED")
     assert card.preprocessing["resize"] == "whole"
+    assert card.color_managed_input is True and card.preprocessing_spec().color_management is True
     assert any("FP16 drift" in n for n in card.notes)
     # Again without --force: refused, and nothing changed.
     again = CliRunner().invoke(convert, ["--demo-weights", "--target", "onnx", "--repository", str(repo)])

@@ -36,9 +36,8 @@ def test_empty_input() -> None:
     ("head", "name"),
     [
         (b"GIF89a" + bytes(40), "GIF"),
-        (b"II*\x00" + bytes(40), "TIFF"),
-        (b"\x00\x00\x00\x18ftypheic" + bytes(40), "HEIC"),
-        (b"RIFF\x00\x00\x00\x00WEBPVP8 " + bytes(40), "WebP"),
+        (b"BM" + bytes(40), "BMP"),
+        (b"\xff\x0a" + bytes(40), "JPEG XL"),
         (b"%PDF-1.7" + bytes(40), "PDF"),
         (b"\x00\x00\x00\x0cjP  \r\n\x87\n" + bytes(40), "JPEG 2000"),
     ],
@@ -60,3 +59,21 @@ def test_a_misleading_name_does_not_matter() -> None:
     # There is no file name in the API at all: a PNG is a PNG whatever it was called.
     data = f.png(Image.fromarray(f.photo(8, 8)))
     assert decode(data).format == "png"
+
+
+@pytest.mark.parametrize(
+    ("head", "fmt"),
+    [
+        (b"II*\x00" + bytes(40), "tiff"),
+        (b"MM\x00*" + bytes(40), "tiff"),
+        (b"II+\x00" + bytes(40), "tiff"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 " + bytes(40), "webp"),
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(40), "heif"),
+        (b"\x00\x00\x00\x18ftypmif1\x00\x00\x00\x00mif1heic" + bytes(40), "heif"),
+        (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf" + bytes(40), "avif"),
+        (b"\x00\x00\x00\x18ftypmif1\x00\x00\x00\x00mif1avif" + bytes(40), "avif"),
+        (b"\x00\x00\x00\x18ftypisom\x00\x00\x00\x00isomavc1" + bytes(40), "ISO media (MP4/MOV)"),
+    ],
+)
+def test_photo_formats_are_detected_from_their_signature(head: bytes, fmt: str) -> None:
+    assert detect(head) == fmt

@@ -101,3 +101,18 @@ def test_progress_line_has_rate_and_eta() -> None:
     assert "5/10" in line and "files/s" in line and "ETA" in line and "1 failed" not in line
     assert "2 failed" in line and "3 done before" in line
     assert format_duration(3725) == "1:02:05" and format_duration(None) == "--:--"
+
+
+def test_skipped_files_are_named_with_their_reason_in_the_csv_and_the_html(tmp_path: Path) -> None:
+    store = _filled(tmp_path)
+    out = tmp_path / "t.csv"
+    skipped = [("/x/readme.txt", "not an image"), ("/x/scan.pdf", "PDF: a format skinbatch does not decode"),
+               ("/x/<b>.gif", "GIF: a format skinbatch does not decode")]
+    write_csv(store, out, COARSE, FINE, skipped=skipped)
+    rows = [r for r in csv.DictReader(out.open()) if r["status"] == "skipped"]
+    assert [(r["path"], r["error_message"]) for r in rows] == skipped
+    page = render_html(model=MODEL, run={}, top=[], scores=[0.1], errors=[], csv_name="triage.csv",
+                       generated_at="now", skipped=skipped)
+    assert "Skipped (3 files not scored)" in page
+    assert "/x/readme.txt" in page and "/x/scan.pdf" in page and "/x/&lt;b&gt;.gif" in page
+    assert "GIF: a format skinbatch does not decode" in page

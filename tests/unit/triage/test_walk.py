@@ -89,3 +89,41 @@ def test_lower_case_copies_of_a_file_set_resolve(tmp_path: Path, name: str) -> N
         p.rename(p.with_name(p.name.lower()))
     refs = dicomdir_references(tmp_path / "dicomdir")
     assert all(r.is_file() for r in refs) and len(refs) == len(images)
+
+
+def test_every_photo_format_is_found_by_name_or_content_and_every_other_file_is_named(tmp_path: Path) -> None:
+    import io
+    import os
+
+    from pydicom.filewriter import dcmwrite
+
+    from tests.unit.imaging import _factories as f
+
+    ds = f.dicom_dataset([f.photo(64, 48)], transfer_syntax=f.IMPLICIT_LE)
+    ds.preamble = None
+    del ds.file_meta
+    buf = io.BytesIO()
+    dcmwrite(buf, ds, enforce_file_format=False, implicit_vr=True, little_endian=True)
+    (tmp_path / "IM0001").write_bytes(buf.getvalue())  # no preamble, no "DICM", no extension
+    tiff = b"II*\x00" + bytes(60)
+    (tmp_path / "scan.tif").write_bytes(tiff)
+    (tmp_path / "SCAN0002").write_bytes(tiff)  # by content
+    (tmp_path / "photo.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(40))
+    (tmp_path / "UPLOAD").write_bytes(b"RIFF\x00\x00\x00\x00WEBPVP8 " + bytes(40))
+    (tmp_path / "a.avif").write_bytes(b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf" + bytes(40))
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "report.bin").write_bytes(b"%PDF-1.7 ...")
+    (tmp_path / "anim").write_bytes(b"GIF89a" + bytes(20))
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / ".DS_Store").write_bytes(b"x")
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    found = discover([tmp_path])
+    assert sorted(p.name for p in found.images) == ["IM0001", "SCAN0002", "UPLOAD", "a.avif", "photo.HEIC",
+                                                    "scan.tif"]
+    reasons = {p.name: why for p, why in found.skipped_files}
+    assert set(reasons) == {"notes.txt", "report.bin", "anim", "empty", ".DS_Store", "pipe", "gone"}
+    assert reasons["report.bin"].startswith("PDF") and reasons["anim"].startswith("GIF")
+    assert "not an image" in reasons["notes.txt"] and reasons["empty"] == "empty file"
+    assert "hidden" in reasons[".DS_Store"] and "regular" in reasons["pipe"] and "broken" in reasons["gone"]
+    assert found.skipped == 4  # not images; hidden files, pipes and links are skipped by rule
