@@ -181,6 +181,8 @@ TRITON_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("triton_ca", "CA bundle that signed Triton's certificate (grpcs://, https://)."),
     OptionSpec("triton_cert", "Client certificate for mutual TLS with Triton."),
     OptionSpec("triton_key", "Client key for mutual TLS with Triton."),
+    OptionSpec("triton_admin_key", "Value of the `admin-key` header that Triton's restricted APIs (model "
+               "repository, shared memory, logging, trace) ask for (docs/deploy.md).", secret=True),
 )
 
 
