@@ -17,7 +17,7 @@ same :data:`KAFKA_OPTIONS` and :data:`TRITON_OPTIONS`.
 
 Secrets (``OptionSpec(..., secret=True)``, or :func:`secret_option` for a command's own options) also
 come from a file: ``--sasl-password-file`` / ``SKINBATCH_SASL_PASSWORD_FILE`` names a file whose content
-(less one trailing newline) is the password, read once when the command starts. That is how compose
+(less one trailing newline) is the password, read once when the options are parsed. That is how compose
 ``secrets:`` and Kubernetes Secret volumes hand them over, so that no secret shows in ``ps`` or in
 the process environment. A secret given as a command-line flag still works, with a warning that
 names the variable and the file option to use instead.
@@ -80,36 +80,39 @@ def read_secret_file(path: str, name: str) -> str:
     return secret
 
 
-def _warn_on_command_line(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+def _both(name: str) -> click.UsageError:
+    return click.UsageError(f"give {flag_name(name)} or {flag_name(name + FILE_SUFFIX)}, not both "
+                            f"(check {env_name(name)} and {env_name(name + FILE_SUFFIX)})")
+
+
+def _secret_value(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """The secret option's callback: a warning when it came on the command line; the file's content
+    when ``--<name>-file`` was processed first (click processes options in command-line order)."""
     value = _blank_is_unset(ctx, param, value)
     name = param.name or ""
     if value is not None and ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
         log.warning("%s was given on the command line, where `ps` and shell history show it; put it in a file "
                     "named by %s or %s (or set %s) instead", flag_name(name), flag_name(name + FILE_SUFFIX),
                     env_name(name + FILE_SUFFIX), env_name(name), extra={"event": "secret_on_command_line"})
+    from_file = ctx.meta.get(_SECRET_FILES, {}).get(name)
+    if from_file is not None:
+        if value is not None:
+            raise _both(name)
+        return from_file
     return value
 
 
-def _remember_file(ctx: click.Context, param: click.Parameter, value: Any) -> None:
-    if value not in (None, ""):
-        ctx.meta.setdefault(_SECRET_FILES, {})[(param.name or "")[: -len(FILE_SUFFIX)]] = value
-
-
-def _fold_secret_file(name: str, fn: F) -> F:
-    """Wrap a command so that ``name`` receives the content of ``--<name>-file`` when that is given."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        ctx = click.get_current_context(silent=True)
-        path = ctx.meta.get(_SECRET_FILES, {}).get(name) if ctx is not None else None
-        if path is not None:
-            if kwargs.get(name) is not None:
-                raise click.UsageError(f"give {flag_name(name)} or {flag_name(name + FILE_SUFFIX)}, not both "
-                                       f"(check {env_name(name)} and {env_name(name + FILE_SUFFIX)})")
-            kwargs[name] = read_secret_file(path, name)
-        return fn(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
+def _secret_file(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """The file option's callback: reads the file and hands its content to the secret option."""
+    if value in (None, ""):
+        return
+    name = (param.name or "")[: -len(FILE_SUFFIX)]
+    secret = read_secret_file(str(value), name)
+    ctx.meta.setdefault(_SECRET_FILES, {})[name] = secret
+    if name in ctx.params:  # the secret option came first
+        if ctx.params[name] is not None:
+            raise _both(name)
+        ctx.params[name] = secret
 
 
 def secret_option(name: str, help: str, flag: str | None = None, **kw: Any) -> Callable[[F], F]:
@@ -118,15 +121,15 @@ def secret_option(name: str, help: str, flag: str | None = None, **kw: Any) -> C
     file_name = name + FILE_SUFFIX
     value_kw = {"envvar": env_name(name), "show_envvar": True, "default": None, **kw,
                 "help": f"{help} Prefer {flag_name(file_name)}: a flag shows in `ps`.",
-                "callback": _warn_on_command_line}
+                "callback": _secret_value}
     file_option = click.option(
         flag_name(file_name), file_name, envvar=env_name(file_name), show_envvar=True, default=None,
-        expose_value=False, callback=_remember_file, type=click.Path(dir_okay=False),
+        expose_value=False, callback=_secret_file, type=click.Path(dir_okay=False),
         help=f"File whose content is {flag or flag_name(name)} (a mounted secret), read at start-up.")
     value_option = click.option(flag or flag_name(name), name, **value_kw)
 
     def decorate(fn: F) -> F:
-        return value_option(file_option(_fold_secret_file(name, fn)))
+        return value_option(file_option(fn))
 
     return decorate
 

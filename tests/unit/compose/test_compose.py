@@ -681,14 +681,18 @@ def test_k8s_services_and_ports_agree(k8s: dict[tuple[str, str], dict[str, Any]]
 
 
 def test_k8s_consumer_settings_are_cli_options(
-    k8s: dict[tuple[str, str], dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    k8s: dict[tuple[str, str], dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from skinbatch.consumer.cli import consume
     from skinbatch.consumer.config import ConsumerConfig
 
     deployment = k8s[("Deployment", "skinbatch-consumer")]
     config = k8s[("ConfigMap", "skinbatch-consumer")]["data"]
-    env = {**config, **{e["name"]: "from-a-secret" for e in containers(deployment)[0]["env"]}}
+    # Secrets come as files (SKINBATCH_*_FILE, mounted from Secrets): here, one local file stands for each.
+    secret = tmp_path / "secret"
+    secret.write_text("from-a-secret\n")
+    env = {**config, **{e["name"]: str(secret) if e["name"].endswith("_FILE") else "from-a-secret"
+                        for e in containers(deployment)[0]["env"]}}
     known = consume_envvars()
     assert not sorted(set(env) - set(known)), f"not options of `skinbatch consume`: {sorted(set(env) - set(known))}"
     for name in known:
@@ -721,8 +725,10 @@ def test_k8s_kustomize_renders() -> None:
     result = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(result.stdout))
-    assert kinds == ["ConfigMap", "Deployment", "Deployment", "Job", "PersistentVolumeClaim",
-                     "PersistentVolumeClaim", "Service"]
+    assert kinds == ["ConfigMap", "Deployment", "Deployment", "Job"] + ["NetworkPolicy"] * 7 + [
+        "PersistentVolumeClaim", "PersistentVolumeClaim", "PodDisruptionBudget", "PodDisruptionBudget",
+        "PodMonitor", "PrometheusRule", "ScaledObject", "ScaledObject", "Service"] + ["ServiceAccount"] * 3 + [
+        "ServiceMonitor", "TriggerAuthentication"]
     assert all(doc["metadata"]["namespace"] == "skinbatch" for doc in yaml.safe_load_all(result.stdout))
 
 

@@ -109,3 +109,17 @@ def test_consume_has_a_file_variant_for_every_secret() -> None:
     envvars = {str(p.envvar) for p in consume.params}
     for name in ("SASL_PASSWORD", "SSL_PASSWORD", "DICOMWEB_PASSWORD", "DICOMWEB_TOKEN"):
         assert f"SKINBATCH_{name}_FILE" in envvars, name
+
+
+@pytest.mark.parametrize("order", ["value first", "file first"])
+def test_both_on_the_command_line_are_refused_in_either_order(tmp_path: Path, order: str) -> None:
+    pair = [["--archive-password", "pw"], ["--archive-password-file", str(secret_file(tmp_path))]]
+    args = pair[0] + pair[1] if order == "value first" else pair[1] + pair[0]
+    result = CliRunner().invoke(own_command, args)
+    assert result.exit_code == 2 and "not both" in result.output
+
+
+def test_the_parsed_parameters_already_hold_the_secret(tmp_path: Path) -> None:
+    """make_context (what the compose and k8s tests use) sees the file's content, not its path."""
+    params = own_command.make_context("own", ["--archive-password-file", str(secret_file(tmp_path))]).params
+    assert params == {"archive_password": SECRET}
