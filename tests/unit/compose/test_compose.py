@@ -498,6 +498,23 @@ def test_consumer_image_is_slim_and_unprivileged() -> None:
     assert "SKINBATCH_METRICS_HOST=0.0.0.0" in env
 
 
+def test_consumer_image_installs_the_tested_versions() -> None:
+    rows = dockerfile_instructions(COMPOSE / "Dockerfile.consumer")
+    installs = [rest for op, rest in rows if op == "RUN" and re.search(r"\bpip (install|wheel)\b", rest)]
+    assert installs and all(re.search(r"-c \S*constraints\.txt", command) for command in installs), installs
+    assert any(op == "COPY" and "constraints.txt" in rest for op, rest in rows)
+    assert "!constraints.txt" in (COMPOSE / "Dockerfile.consumer.dockerignore").read_text().splitlines()
+
+
+def test_converter_image_installs_versions_for_its_base() -> None:
+    rows = dockerfile_instructions(COMPOSE / "Dockerfile.converter")
+    installs = [rest for op, rest in rows if op == "RUN" and "pip install" in rest]
+    assert installs and all("-c constraints-converter.txt" in command for command in installs), installs
+    assert ("COPY", "compose/constraints-converter.txt ./") in rows
+    ignore = (COMPOSE / "Dockerfile.converter.dockerignore").read_text().splitlines()
+    assert "!compose/constraints-converter.txt" in ignore
+
+
 def test_converter_image_uses_the_images_tensorrt() -> None:
     rows = dockerfile_instructions(COMPOSE / "Dockerfile.converter")
     installs = " ".join(rest for op, rest in rows if op == "RUN" and "pip install" in rest)
