@@ -14,7 +14,7 @@ import click
 
 from skinbatch._process import reuse_large_buffers
 from skinbatch.connect.kafka import COMPRESSION_TYPES
-from skinbatch.connect.options import KAFKA_OPTIONS, TRITON_OPTIONS, OptionSpec, env_name
+from skinbatch.connect.options import KAFKA_OPTIONS, TRITON_OPTIONS, OptionSpec, env_name, secret_option
 from skinbatch.contract import EXIT_CODE_EPILOG, SkinbatchError
 from skinbatch.logs import configure_logging
 
@@ -29,7 +29,10 @@ if TYPE_CHECKING:
 _DEFAULTS = {f.name: f.default for f in fields(ConsumerConfig) if f.default is not MISSING}
 
 
-def _opt(name: str, help_text: str, **kw: Any):  # type: ignore[no-untyped-def]
+def _opt(name: str, help_text: str, secret: bool = False, **kw: Any):  # type: ignore[no-untyped-def]
+    """One option of ``consume``; ``secret=True`` adds ``--<name>-file`` (skinbatch.connect.options)."""
+    if secret:
+        return secret_option(name, help_text, **kw)
     flag = "--" + name.replace("_", "-")
     if "default" not in kw and name in _DEFAULTS and _DEFAULTS[name] is not None:
         kw["default"] = _DEFAULTS[name]
@@ -86,9 +89,8 @@ def _shared(specs: tuple[OptionSpec, ...], required: str):  # type: ignore[no-un
 @_opt("dicomweb_url", "DICOMweb root of the PACS/VNA that DICOMweb requests name instances in "
       "(QIDO-RS, WADO-RS, STOW-RS), e.g. https://pacs.example.org/dicom-web.", default=None)
 @_opt("dicomweb_user", "User for HTTP basic authentication at the archive.", default=None)
-@_opt("dicomweb_password", "Password for the archive (prefer the environment variable).", default=None)
-@_opt("dicomweb_token", "Bearer token for the archive, instead of a user and password "
-      "(prefer the environment variable).", default=None)
+@_opt("dicomweb_password", "Password for the archive.", secret=True)
+@_opt("dicomweb_token", "Bearer token for the archive, instead of a user and password.", secret=True)
 @_opt("dicomweb_workers", "Concurrent HTTP requests to the archive.", type=int)
 @_opt("dicomweb_timeout_s", "Read timeout of one archive request, in seconds.", type=float)
 @_opt("store_results", "Store a DICOM Structured Report with the scores of each instance retrieved "

@@ -78,6 +78,8 @@ class ConsumerConfig:
     triton_ca: str | None = None
     triton_cert: str | None = None
     triton_key: str | None = None
+    triton_admin_key: str | None = field(default=None, repr=False)
+    """Header ``admin-key`` for Triton's restricted APIs (--grpc-restricted-protocol), from a file or variable."""
 
     # A DICOMweb archive (PACS, VNA): requests may name instances in it by UID; scores may go back as SRs.
     dicomweb_url: str | None = None

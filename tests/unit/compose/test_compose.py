@@ -326,14 +326,18 @@ def test_consumer_variables_are_cli_options(services: dict[str, Any]) -> None:
     assert {"SKINBATCH_BOOTSTRAP_SERVERS", "SKINBATCH_TRITON_URL"} <= set(env)
 
 
-def test_consumer_environment_parses_through_the_cli(services: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_consumer_environment_parses_through_the_cli(services: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
     from skinbatch.consumer.cli import consume
     from skinbatch.consumer.config import ConsumerConfig
 
     for name in consume_envvars():
         monkeypatch.delenv(name, raising=False)
+    # Secret files (/run/secrets/...) exist only in the container: one local file stands for each.
+    secret = tmp_path / "secret"
+    secret.write_text("from-a-secret\n")
     for key, value in environment(services["consumer"]).items():
-        monkeypatch.setenv(key, value)
+        monkeypatch.setenv(key, str(secret) if key.endswith("_FILE") and value.startswith("/run/secrets/") else value)
     ctx = consume.make_context("consume", [])
     options = {k: v for k, v in ctx.params.items() if v is not None and k != "log_level"}
     config = ConsumerConfig(**options)
@@ -489,6 +493,23 @@ def test_consumer_image_is_slim_and_unprivileged() -> None:
     assert ("ENTRYPOINT", '["skinbatch", "consume"]') in last
     env = " ".join(rest for op, rest in last if op == "ENV")
     assert "SKINBATCH_METRICS_HOST=0.0.0.0" in env
+
+
+def test_consumer_image_installs_the_tested_versions() -> None:
+    rows = dockerfile_instructions(COMPOSE / "Dockerfile.consumer")
+    installs = [rest for op, rest in rows if op == "RUN" and re.search(r"\bpip (install|wheel)\b", rest)]
+    assert installs and all(re.search(r"-c \S*constraints\.txt", command) for command in installs), installs
+    assert any(op == "COPY" and "constraints.txt" in rest for op, rest in rows)
+    assert "!constraints.txt" in (COMPOSE / "Dockerfile.consumer.dockerignore").read_text().splitlines()
+
+
+def test_converter_image_installs_versions_for_its_base() -> None:
+    rows = dockerfile_instructions(COMPOSE / "Dockerfile.converter")
+    installs = [rest for op, rest in rows if op == "RUN" and "pip install" in rest]
+    assert installs and all("-c constraints-converter.txt" in command for command in installs), installs
+    assert ("COPY", "compose/constraints-converter.txt ./") in rows
+    ignore = (COMPOSE / "Dockerfile.converter.dockerignore").read_text().splitlines()
+    assert "!compose/constraints-converter.txt" in ignore
 
 
 def test_converter_image_uses_the_images_tensorrt() -> None:
@@ -675,14 +696,18 @@ def test_k8s_services_and_ports_agree(k8s: dict[tuple[str, str], dict[str, Any]]
 
 
 def test_k8s_consumer_settings_are_cli_options(
-    k8s: dict[tuple[str, str], dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    k8s: dict[tuple[str, str], dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from skinbatch.consumer.cli import consume
     from skinbatch.consumer.config import ConsumerConfig
 
     deployment = k8s[("Deployment", "skinbatch-consumer")]
     config = k8s[("ConfigMap", "skinbatch-consumer")]["data"]
-    env = {**config, **{e["name"]: "from-a-secret" for e in containers(deployment)[0]["env"]}}
+    # Secrets come as files (SKINBATCH_*_FILE, mounted from Secrets): here, one local file stands for each.
+    secret = tmp_path / "secret"
+    secret.write_text("from-a-secret\n")
+    env = {**config, **{e["name"]: str(secret) if e["name"].endswith("_FILE") else "from-a-secret"
+                        for e in containers(deployment)[0]["env"]}}
     known = consume_envvars()
     assert not sorted(set(env) - set(known)), f"not options of `skinbatch consume`: {sorted(set(env) - set(known))}"
     for name in known:
@@ -712,8 +737,10 @@ def test_k8s_kustomize_renders() -> None:
     result = subprocess.run(kustomize_command(K8S), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(result.stdout))
-    assert kinds == ["ConfigMap", "Deployment", "Deployment", "Job", "PersistentVolumeClaim",
-                     "PersistentVolumeClaim", "Service"]
+    assert kinds == ["ConfigMap", "Deployment", "Deployment", "Job"] + ["NetworkPolicy"] * 7 + [
+        "PersistentVolumeClaim", "PersistentVolumeClaim", "PodDisruptionBudget", "PodDisruptionBudget",
+        "PodMonitor", "PrometheusRule", "ScaledObject", "ScaledObject", "Service"] + ["ServiceAccount"] * 3 + [
+        "ServiceMonitor", "TriggerAuthentication"]
     assert all(doc["metadata"]["namespace"] == "skinbatch" for doc in yaml.safe_load_all(result.stdout))
 
 
@@ -722,3 +749,81 @@ def test_consumers_share_tritons_shared_memory(services: dict[str, Any]) -> None
     assert services["triton"]["ipc"] == "shareable"
     assert services["consumer"]["ipc"] == "service:triton"
     assert environment(services["consumer"])["SKINBATCH_SHARED_MEMORY"] in ("auto", "on")
+
+
+# -- hardening: the rules checkov applies to the Kubernetes manifests, for compose.yaml -------------------
+
+def test_every_service_runs_unprivileged_and_read_only(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        user = str(service.get("user", ""))
+        assert user and user.split(":")[0] not in ("root", "0"), f"{name}: runs as root (set `user:`)"
+        assert service.get("read_only") is True, f"{name}: the root filesystem is writable"
+        assert service.get("cap_drop") == ["ALL"] and not service.get("cap_add"), f"{name}: capabilities kept"
+        assert "no-new-privileges:true" in service.get("security_opt", []), f"{name}: privileges can escalate"
+        assert not service.get("privileged") and service.get("network_mode") != "host", name
+        for volume in service.get("volumes", []):
+            assert not volume.startswith("/var/run/docker.sock"), name
+
+
+def test_writable_paths_are_tmpfs_or_volumes(services: dict[str, Any]) -> None:
+    """A read-only root needs /tmp writable; what a program keeps goes to a named volume."""
+    for name, service in services.items():
+        tmpfs = [t.split(":")[0] for t in service.get("tmpfs", [])]
+        assert "/tmp" in tmpfs, f"{name}: no writable /tmp"
+
+
+def test_every_service_has_cpu_and_memory_limits(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        limits = service.get("deploy", {}).get("resources", {}).get("limits", {})
+        assert limits.get("cpus") and limits.get("memory"), f"{name}: no CPU or memory limit"
+
+
+def test_gpus_are_still_reserved_next_to_the_limits(services: dict[str, Any]) -> None:
+    for name in ("triton", "converter"):
+        resources = services[name]["deploy"]["resources"]
+        assert resources["limits"] and resources["reservations"]["devices"][0]["driver"] == "nvidia", name
+
+
+def test_no_plaintext_listener_is_published(services: dict[str, Any], dotenv: dict[str, str]) -> None:
+    """Kafka's published listener is SASL_SSL; the HTTP endpoints (Triton, Prometheus, Grafana) are
+    published on PUBLISH_ADDR only, which is loopback unless an operator sets it (docs/deploy.md)."""
+    env = environment(services["kafka"])
+    protocols = dict(item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    ports = {int(url.rsplit(":", 1)[1]): name for name, url in
+             (item.split("://") for item in env["KAFKA_LISTENERS"].split(","))}
+    for published in container_ports(services["kafka"]):
+        assert protocols[ports[published]] in ("SASL_SSL", "SSL"), f"Kafka publishes {ports[published]} in plaintext"
+    assert env["KAFKA_LISTENER_NAME_EXTERNAL_SSL_KEYSTORE_LOCATION"].startswith("/run/secrets/")
+    assert "/run/secrets/" in env["KAFKA_OPTS"]
+    assert dotenv["PUBLISH_ADDR"] in ("127.0.0.1", "::1")
+    raw = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    for name, service in raw["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("${PUBLISH_ADDR}:"), f"{name}: {port} is not bound to PUBLISH_ADDR"
+
+
+def test_secrets_are_files_not_variables(services: dict[str, Any], raw: dict[str, Any]) -> None:
+    declared = raw["secrets"]
+    assert set(declared) == {"triton_admin_key", "kafka_server_jaas", "kafka_external_pem"}
+    for secret in declared.values():
+        assert secret["file"].startswith("./secrets/"), "secrets live in compose/secrets/ (git-ignored)"
+    for name, service in services.items():
+        for key, value in environment(service).items():
+            if re.search(r"PASSWORD|TOKEN|SECRET|ADMIN_KEY", key) and not key.endswith("_FILE"):
+                assert name == "grafana" and key == "GF_SECURITY_ADMIN_PASSWORD", f"{name}: {key} in the environment"
+            if key.endswith("_FILE") and value:
+                used = [s.split(":")[0] if isinstance(s, str) else s["source"] for s in service.get("secrets", [])]
+                assert value.removeprefix("/run/secrets/") in used, f"{name}: {key}={value} is not a secret it mounts"
+    consumer = environment(services["consumer"])
+    assert consumer["SKINBATCH_TRITON_ADMIN_KEY_FILE"] == "/run/secrets/triton_admin_key"
+    assert not consumer.get("SKINBATCH_SASL_PASSWORD")
+
+
+def test_triton_closes_its_admin_apis_with_the_key_file(raw: dict[str, Any]) -> None:
+    triton = raw["services"]["triton"]
+    assert "triton_admin_key" in triton["secrets"]
+    script = " ".join(triton["entrypoint"])
+    restricted = "model-repository,shared-memory,logging,trace:admin-key="
+    assert f"--grpc-restricted-protocol={restricted}" in script and f"--http-restricted-api={restricted}" in script
+    assert "/run/secrets/triton_admin_key" in script and 'exec "$$0" "$$@"' in script
+    assert triton["command"][0] == "tritonserver"
