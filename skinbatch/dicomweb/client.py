@@ -64,10 +64,6 @@ _NO_METADATA_SERVICE = (400, 405, 406, 415)
 NOT_FOUND_TYPE = ErrorType.INSTANCE_NOT_FOUND
 REJECTED_TYPE = ErrorType.ARCHIVE_REJECTED
 
-# Accept the instance as stored (any transfer syntax): no transcoding by the archive, so the bytes
-# scored are the bytes archived, and their sha256 matches the archive's copy.
-_ACCEPT_ANY_SYNTAX = 'multipart/related; type="application/dicom"; transfer-syntax=*'
-
 # dicomweb-client logs request URLs at INFO/DEBUG; they carry UIDs. Keep its chatter for warnings.
 logging.getLogger("dicomweb_client").setLevel(logging.WARNING)
 logging.getLogger("urllib3").setLevel(logging.WARNING)

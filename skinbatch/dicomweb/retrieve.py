@@ -32,6 +32,7 @@ receive count against the consumer's byte budget while they download.
 from __future__ import annotations
 
 import io
+import json
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing
@@ -94,6 +95,8 @@ METADATA_LIMIT = 4 * 1024 * 1024
 MULTIPART_OVERHEAD = 64 * 1024
 """Allowance for the multipart framing around the one part when ``Content-Length`` is compared."""
 _CHUNK = 256 * 1024
+# Accept the instance as stored (any transfer syntax): no transcoding by the archive, so the bytes
+# scored are the bytes archived, and their sha256 matches the archive's copy.
 _DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 _JSON = "application/dicom+json"
 
@@ -214,8 +217,6 @@ def fetch_metadata(session: requests.Session, url: str, timeout: tuple[float, fl
             if body.tell() > limit:
                 raise InstanceRefused(f"the archive's metadata for the instance is over {limit} bytes",
                                       ErrorType.TOO_LARGE)
-    import json
-
     try:
         return InstanceFacts.from_metadata(json.loads(body.getvalue()))
     except ValueError:
