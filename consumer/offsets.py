@@ -70,11 +70,6 @@ class OffsetTracker:
             return []
         return [o for o in range(position, state.next_offset) if o not in state.pending]
 
-    def pending(self, partition: Hashable) -> set[int]:
-        """Offsets taken and not yet done."""
-        state = self._parts.get(partition)
-        return set() if state is None else set(state.pending)
-
     def forget(self, partition: Hashable) -> None:
         """Drop a revoked partition: its in-flight work no longer counts."""
         self._parts.pop(partition, None)

@@ -9,7 +9,7 @@ partition's committed offset, so that it survives the process and the rebalance.
 * **Grant before start.** A message may start only below the partition's *granted* offset, and a
   grant is committed (with the done prefix, as metadata ``h``) before anything under it starts. So at
   any death, what was in flight lies in ``[committed, committed + h)``, less the offsets listed done
-  (``d``) at that commit. Grants run ``slack`` messages ahead, so a busy partition commits once per
+  (``d``, as runs) at that commit. Grants run ``slack`` messages ahead, so a busy partition commits once per
   ``slack`` messages more than it would anyway.
 * **Suspects.** The next owner reads the metadata: every offset that may have been in flight gets one
   more death (``s`` carries the counts on). A suspect is started alone: nothing else in flight in the
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
 log = logging.getLogger("skinbatch.consumer")
@@ -64,7 +64,7 @@ def read_metadata(text: str | None, position: int) -> dict[int, int]:
     if "a" in data:
         maybe = [position + int(data["a"])]
     else:
-        done = {position + int(rel) for rel in data.get("d", [])}
+        done = {position + int(start) + i for start, length in data.get("d", []) for i in range(int(length))}
         maybe = [o for o in range(position, position + int(data.get("h", 0))) if o not in done]
     for offset in maybe:
         suspects[offset] = suspects.get(offset, 0) + 1
@@ -82,12 +82,23 @@ def write_metadata(position: int, suspects: dict[int, int], granted: int | None,
         data["a"] = alone - position
     elif granted is not None and granted > position:
         data["h"] = granted - position
-        data["d"] = sorted(o - position for o in done if position <= o < granted)
+        data["d"] = _runs(sorted(o - position for o in done if position <= o < granted))
     text = json.dumps(data, separators=(",", ":"))
     if len(text) > METADATA_LIMIT and "d" in data:
         del data["d"]  # fewer offsets known done: more suspects next time, never fewer
         text = json.dumps(data, separators=(",", ":"))
     return text
+
+
+def _runs(offsets: list[int]) -> list[list[int]]:
+    """Sorted offsets as [start, length] runs: done offsets past a slow one are mostly contiguous."""
+    runs: list[list[int]] = []
+    for o in offsets:
+        if runs and runs[-1][0] + runs[-1][1] == o:
+            runs[-1][1] += 1
+        else:
+            runs.append([o, 1])
+    return runs
 
 
 class PoisonGuard:
@@ -129,14 +140,13 @@ class PoisonGuard:
     def suspect(self, tp: Hashable, offset: int) -> bool:
         return 0 < self.deaths(tp, offset) < DEATHS_TO_POISON
 
-    def passed(self, tp: Hashable, offset: int, tracked: Iterable[int]) -> None:
-        """Offset ``offset`` was taken: suspects below it never taken are gaps (compaction, transaction
-        markers) and are dropped."""
+    def passed(self, tp: Hashable, offset: int, tracked: Callable[[int], bool]) -> None:
+        """Offset ``offset`` was taken: suspects below it never taken (``tracked`` False) are gaps
+        (compaction, transaction markers) and are dropped."""
         ledger = self._ledgers.get(tp)
         if ledger is None or not ledger.suspects:
             return
-        keep = set(tracked)
-        for o in [o for o in ledger.suspects if o < offset and o not in keep]:
+        for o in [o for o in ledger.suspects if o < offset and not tracked(o)]:
             del ledger.suspects[o]
 
     def may_start(self, tp: Hashable, offset: int) -> bool:

@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from skinbatch import faults
@@ -243,7 +244,7 @@ class ScoringConsumer:
         for taken in takens:
             if not self.guard.loaded(taken.tp):
                 self.source.load_guard(taken.tp)
-            self.guard.passed(taken.tp, taken.offset, self.source.tracker.pending(taken.tp))
+            self.guard.passed(taken.tp, taken.offset, partial(self.source.tracker.is_tracked, taken.tp))
         self._held.extend(takens)
         self._release_held()
 

@@ -121,5 +121,34 @@ def test_a_wedged_loop_fails_livez_then_exits_by_itself(kafka_broker: Any, serve
     assert msgs[topics["dead"]] == []
 
 
+def test_decodes_over_their_time_or_memory_limit_are_dead_lettered_and_the_stream_goes_on(
+        kafka_broker: Any, served_triton: Any, tmp_path: Path) -> None:
+    topics = _topics(kafka_broker)
+    images = {f"d-{i:02d}": synthetic_jpeg(320, 240, seed=100 + i) for i in range(20)}
+    slow, hog = synthetic_jpeg(330, 250, seed=7), synthetic_jpeg(340, 260, seed=8)
+    items = [(rid, data, []) for rid, data in images.items()]
+    items[5:5] = [("slow", slow, [])]
+    items[12:12] = [("hog", hog, [])]
+    produce(kafka_broker.bootstrap_servers, topics["request"], items)
+    env = {faults.ENV: f"slow_decode={_sha(slow)},hog_decode={_sha(hog)}"}
+    consumer = ConsumerProcess(kafka_broker.bootstrap_servers, served_triton.grpc_url, topics, "g-decode",
+                               tmp_path / "consumer.log", ["--decode-workers", "2", "--decode-timeout-s", "5",
+                                                           "--decode-memory-mb", "768"], env=env).start()
+    reader = TopicReader(kafka_broker.bootstrap_servers, topics["result"], topics["dead"])
+    try:
+        msgs = reader.read(lambda m: _answered(m, topics) >= {*images, "slow", "hog"}, timeout=400)
+        assert consumer.alive(), consumer.log()
+    finally:
+        reader.close()
+        assert consumer.stop() == 0, consumer.log()
+    dead = {m["request_id"]: m["error"]["type"] for m in msgs[topics["dead"]]}
+    assert dead == {"slow": ErrorType.DECODE_TIMEOUT, "hog": ErrorType.DECODE_MEMORY}
+    assert {m["request_id"] for m in msgs[topics["result"]]} == set(images)
+    log = consumer.log_path.read_text()
+    # One worker replaced for each, never the whole pool.
+    assert log.count('"event": "decode_timeout"') == 1 and log.count('"event": "decode_memory"') == 1, log[-3000:]
+    assert '"pool_restart"' not in log
+
+
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
