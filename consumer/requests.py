@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from skinbatch.dicomweb.references import (
@@ -30,6 +31,9 @@ REQUEST_ID_HEADER = "request-id"
 CONTENT_TYPE_HEADER = "content-type"
 MAP_HEADER = "malignancy-map"
 """A request header: ``1`` (or ``true``) asks for the malignancy map in the results."""
+ACQUISITION_HEADER = "acquisition"
+"""A request header: how the photo was taken, for images that cannot say so themselves (a JPEG from a
+dermatoscope): ``dermoscopic``, ``clinical``, or a JSON object (docs/contracts.md)."""
 REFERENCE_CONTENT_TYPE = "application/vnd.skinbatch.reference+json"
 
 
@@ -48,6 +52,8 @@ class Request:
     """For a DICOMweb reference: what to retrieve from the consumer's archive."""
     want_map: bool = False
     """The request asked for the malignancy map (header ``malignancy-map: 1``)."""
+    acquisition: dict[str, Any] | None = None
+    """From the ``acquisition`` header (``Acquisition.to_dict()``); a DICOM image's own attributes win."""
 
 
 def _header(headers: list[tuple[str, bytes]] | None, name: str) -> str | None:
@@ -128,7 +134,14 @@ def parse_request(
     """Classify a record. Raises ``RequestRejected`` for bad input."""
     request = _classify(value, key, headers, archive_root, max_bytes, dicomweb_enabled)
     if (_header(headers, MAP_HEADER) or "").lower() in ("1", "true", "yes"):
-        return replace(request, want_map=True)
+        request = replace(request, want_map=True)
+    if (acquisition := _header(headers, ACQUISITION_HEADER)) is not None:
+        from skinbatch.imaging.acquisition import Acquisition
+
+        try:
+            request = replace(request, acquisition=Acquisition.from_header(acquisition).to_dict())
+        except ValueError as exc:
+            raise RequestRejected("invalid_header", str(exc)) from None
     return request
 
 

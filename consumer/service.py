@@ -59,7 +59,7 @@ from .metrics import ConsumerMetrics
 from .modelwatch import ModelWatch
 from .poison import PoisonGuard
 from .producer import ResultProducer
-from .requests import explicit_request_id, parse_request
+from .requests import Request, explicit_request_id, parse_request
 from .resolver import DicomWebResolver
 from .sink import Record, ResultSink
 from .source import KafkaSource, Taken
@@ -474,7 +474,7 @@ class ScoringConsumer:
             dicom = None if d.dicom is None else {**d.dicom, "frame": frame.number}
             msg = messages.result_message(
                 request_id=rid, scores=frame.scores, card=card, src=job.source,
-                input_info={**_input_info(d), "frame": frame.number, "frames": frames}, dicom=dicom,
+                input_info={**_input_info(d, job.request), "frame": frame.number, "frames": frames}, dicom=dicom,
                 timings_ms={"decode": d.decode_ms, "infer": frame.infer_ms, "total": total_ms},
                 with_map=job.want_map, scored_at=scored_at)
             msg["consumer"] = self._instance
@@ -647,13 +647,16 @@ def _offset_id(job: Job) -> str:
     return f"{job.tp.topic}/{job.tp.partition}/{job.offset}"
 
 
-def _input_info(d: ModelInput) -> dict[str, Any]:
+def _input_info(d: ModelInput, request: Request | None = None) -> dict[str, Any]:
     info: dict[str, Any] = {"sha256": d.sha256, "bytes": d.nbytes}
     if d.format:
         info["format"] = d.format
         info["monochrome"] = d.monochrome
     if d.color is not None:
         info["color_profile"] = d.color
+    acquisition = {**((request.acquisition if request is not None else None) or {}), **(d.acquisition or {})}
+    if acquisition:
+        info["acquisition"] = acquisition
     return info
 
 

@@ -20,7 +20,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "publish": ("skinbatch.consumer.publish:publish", "Send image files to Kafka as scoring requests."),
     "demo": ("skinbatch.demo:demo", "Run the whole pipeline on a local stack with sample images."),
     "localstack": ("skinbatch.localstack.cli:localstack", "Local Kafka broker for the demo and tests."),
-    "triage": ("skinbatch.triage.cli:triage", "Score folders of images (DICOM, JPEG, PNG) into a ranked report."),
+    "triage": ("skinbatch.triage.cli:triage", "Score folders of photos and DICOM into a ranked report."),
     "status": ("skinbatch.status.cli:status", "Health, batching and lag of Triton and the consumer group."),
     "evaluate": ("skinbatch.evaluate.cli:evaluate", "ROC/AUC, accuracy and confusion matrices on a labelled set."),
 }

@@ -74,6 +74,8 @@ class ErrorType(StrEnum):
     CORRUPT = "corrupt"
     NO_PIXEL_DATA = "no_pixel_data"
     DECOMPRESSION_BOMB = "decompression_bomb"
+    INVALID_HEADER = "invalid_header"
+    """A request header the consumer reads (``acquisition``) has a value it does not understand."""
     FORMAT_NEEDS_EXTRA = "format_needs_extra"
     """A format this install could decode with an optional extra (HEIC: ``pip install 'skinbatch[heic]'``)."""
     INVALID_REFERENCE = "invalid_reference"

@@ -14,6 +14,7 @@ where it departs from AIR and why)::
         CONTAINS CONTAINER (125007, DCM, "Measurement Group")                TID 1501, one per scored frame
           HAS OBS CONTEXT  Tracking Identifier "skin lesion[, frame n]" and Tracking Unique Identifier
           CONTAINS CODE    Finding = (95324001, SCT, "Skin lesion")
+          HAS CONCEPT MOD  Finding Site = the image's Anatomic Region Sequence (+ laterality), where it has one
           HAS CONCEPT MOD  Algorithm Name / Algorithm Version                TID 4019
           CONTAINS NUM     (111047, DCM, "Probability of cancer") = P(malignant)          TID 300
             INFERRED FROM IMAGE  Source of Measurement: the source instance (and frame)
@@ -24,6 +25,8 @@ where it departs from AIR and why)::
           CONTAINS IMAGE   Source of Measurement (group level, for readers that look there)
       CONTAINS CODE  (trained, 99SKINBATCH) = Yes | No                         model facts and traceability
       CONTAINS TEXT  (weights-sha256 | taxonomy-sha256 | input-sha256, 99SKINBATCH)
+      CONTAINS TEXT  (light-source-polarization | contact-method | immersion-media, 99SKINBATCH) = the
+                     dermoscopic image's Supplement 221 attributes (0016,1001/1003/1004), where it has them
 
 Class codes come from the taxonomy (SNOMED CT where the taxonomy gives one, else the private code
 ``99SKINBATCH`` whose value is the node's name; :mod:`skinbatch.taxonomy.codes`). Probabilities are
@@ -53,6 +56,7 @@ from pydicom.sr.codedict import codes as sr_codes
 from pydicom.sr.coding import Code
 from pydicom.uid import PYDICOM_ROOT_UID, generate_uid
 
+from skinbatch.imaging.acquisition import Acquisition
 from skinbatch.scoring import Scores
 from skinbatch.taxonomy.codes import PRIVATE_SCHEME, ClassCode, code_for
 
@@ -68,6 +72,13 @@ METHOD_LEVEL = {
 }
 """How a class probability is made (Esteva et al. 2017, Fig. 5): the sum of the training-class
 probabilities under the node. It also tells a reader which level a class belongs to."""
+CODE_POLARIZATION = Code("light-source-polarization", SCHEME, "Light Source Polarization (0016,1001)")
+CODE_CONTACT = Code("contact-method", SCHEME, "Contact Method (0016,1003)")
+CODE_IMMERSION = Code("immersion-media", SCHEME, "Immersion Media (0016,1004)")
+"""The dermoscopic acquisition (DICOM Supplement 221) as the scored image declares it, copied into the
+report so that a reader of the scores sees how the image was taken without opening the image."""
+LATERALITY = {"L": Code("7771000", "SCT", "Left"), "R": Code("24028007", "SCT", "Right"),
+              "B": Code("51440002", "SCT", "Right and left")}
 UNITLESS = Code("1", "UCUM", "no units")
 SKIN_LESION = Code("95324001", "SCT", "Skin lesion")
 EQUIVALENT_MEANING = Code("121050", "DCM", "Equivalent Meaning of Concept Name")
@@ -225,6 +236,7 @@ def _group(
         return hd.sr.SourceImageForMeasurement(source.SOPClassUID, source.SOPInstanceUID, frame_numbers)
 
     measurements = [_measurement(sr_codes.DCM.ProbabilityOfCancer, fs.scores.malignancy, image())]
+    acquisition = Acquisition.from_dataset(source)
     for level, labels, values in ((1, coarse_labels, fs.scores.coarse), (2, fine_labels, fs.scores.fine)):
         for label in labels:
             measurements.append(_measurement(_dicom_code(code_for(label, codes_by_name)), values[label], image(),
@@ -237,9 +249,28 @@ def _group(
         algorithm_id=hd.sr.AlgorithmIdentification(name=str(model.get("name", "")) or "unnamed",
                                                    version=str(model.get("version", "")) or "unknown"),
         measurements=measurements,
+        finding_sites=_finding_sites(acquisition),
         source_images=[hd.sr.SourceImageForMeasurementGroup(source.SOPClassUID, source.SOPInstanceUID,
                                                             frame_numbers)],
     )
+
+
+def _finding_sites(acquisition: Acquisition) -> list[hd.sr.FindingSite] | None:
+    """TID 1501's Finding Site: the image's Anatomic Region Sequence, with its laterality."""
+    region = acquisition.anatomic_region
+    if region is None:
+        return None
+    location = hd.sr.CodedConcept(region.code, region.scheme, _short(region.meaning or region.code))
+    return [hd.sr.FindingSite(anatomic_location=location, laterality=LATERALITY.get(acquisition.laterality))]
+
+
+def _acquisition_items(source: pydicom.Dataset) -> list[Any]:
+    """The Supplement 221 attributes of a dermoscopic image, as TEXT items of the report's root."""
+    acquisition = Acquisition.from_dataset(source)
+    rel = hd.sr.RelationshipTypeValues.CONTAINS
+    pairs = [(CODE_POLARIZATION, acquisition.polarization), (CODE_CONTACT, acquisition.contact),
+             *((CODE_IMMERSION, medium) for medium in acquisition.immersion)]
+    return [hd.sr.TextContentItem(name=code, value=value, relationship_type=rel) for code, value in pairs if value]
 
 
 def _observation_context(model: Mapping[str, Any]) -> hd.sr.ObservationContext:
@@ -312,6 +343,7 @@ def build_score_report(
         referenced_images=_image_library(source),
     )
     report[0].ContentSequence.extend(_facts(model, input_sha256))
+    report[0].ContentSequence.extend(_acquisition_items(source))
 
     when = content_datetime or datetime.now()
     sr = hd.sr.ComprehensiveSR(
@@ -466,13 +498,22 @@ def _parse_group(group: pydicom.Dataset) -> ParsedFrame | None:
 
 
 def read_score_report(sr: pydicom.Dataset) -> tuple[dict[str, Any], list[ParsedFrame]]:
-    """Model facts (name, version, trained, weights_sha256) and per-frame scores from an SR this module
-    wrote (for tests and for readers without highdicom)."""
+    """Model facts (name, version, trained, weights_sha256; ``acquisition`` where the image declared
+    Supplement 221 attributes) and per-frame scores from an SR this module wrote (for tests and for
+    readers without highdicom)."""
     model: dict[str, Any] = {}
     frames: list[ParsedFrame] = []
     input_sha256 = None
     root = sr.ContentSequence
     for item in root:
+        for key, code in (("polarization", CODE_POLARIZATION), ("contact", CODE_CONTACT),
+                          ("immersion", CODE_IMMERSION)):
+            if item.ValueType == "TEXT" and _is(item, code):
+                acquisition = model.setdefault("acquisition", {})
+                if key == "immersion":
+                    acquisition.setdefault(key, []).append(str(item.TextValue))
+                else:
+                    acquisition[key] = str(item.TextValue)
         if item.ValueType == "TEXT" and _is(item, sr_codes.DCM.DeviceObserverName):
             model.setdefault("name", str(item.TextValue))
         elif item.ValueType == "TEXT" and _is(item, CODE_WEIGHTS):

@@ -124,6 +124,9 @@ def evaluate(labels_csv: Path, triton: TritonTarget, out_dir: Path, taxonomy_pat
             "exit_code": int(code), "n_cases": ev.n_cases, "n_scored": ev.n_scored, "failures": len(failures),
             "auc": {t.key: t.auc for t in ev.tasks},
             "auc_ci": {t.key: (t.auc_ci.to_dict() if t.auc_ci else None) for t in ev.tasks},
+            **({"auc_by_image_type": {kind: {t.key: t.auc for t in tasks}
+                                      for kind, tasks in ev.tasks_by_image_type.items()}}
+               if ev.tasks_by_image_type else {}),
             "accuracy_3way": ev.three_way.accuracy, "accuracy_9way": ev.nine_way.accuracy,
             "outputs": {k: str(v) for k, v in outputs.items()}}, default=str))
     else:

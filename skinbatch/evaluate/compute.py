@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from skinbatch.imaging.acquisition import IMAGE_TYPES
 from skinbatch.taxonomy import Taxonomy
 
 from .labels import Case
@@ -106,12 +107,19 @@ class Evaluation:
     n_scored: int
     thresholds: list[float]
     bootstrap: int
+    tasks_by_image_type: dict[str, list[TaskResult]] = field(default_factory=dict)
+    """The binary tasks again on the dermoscopic and on the clinical images alone, where the labels say
+    which is which (their ``image_type`` column); empty otherwise."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n_cases": self.n_cases, "n_scored": self.n_scored, "thresholds": self.thresholds,
-                "bootstrap_resamples": self.bootstrap,
-                "tasks": [t.to_dict() for t in self.tasks],
-                "three_way": self.three_way.to_dict(), "nine_way": self.nine_way.to_dict()}
+        out = {"n_cases": self.n_cases, "n_scored": self.n_scored, "thresholds": self.thresholds,
+               "bootstrap_resamples": self.bootstrap,
+               "tasks": [t.to_dict() for t in self.tasks],
+               "three_way": self.three_way.to_dict(), "nine_way": self.nine_way.to_dict()}
+        if self.tasks_by_image_type:
+            out["tasks_by_image_type"] = {kind: [t.to_dict() for t in tasks]
+                                          for kind, tasks in self.tasks_by_image_type.items()}
+        return out
 
 
 def binary_task(task: BinaryTask, cases: Sequence[Case], scores: dict[str, CaseScores], taxonomy: Taxonomy,
@@ -172,7 +180,14 @@ def evaluate_cases(cases: Sequence[Case], scores: dict[str, CaseScores], taxonom
                    coarse_labels: Sequence[str], fine_labels: Sequence[str], thresholds: Sequence[float] = (0.5,),
                    n_boot: int = 1000, seed: int = 0) -> Evaluation:
     tasks = [binary_task(t, cases, scores, taxonomy, thresholds, n_boot, seed) for t in tasks_for(taxonomy)]
+    by_type: dict[str, list[TaskResult]] = {}
+    for kind in IMAGE_TYPES:
+        subset = [c for c in cases if c.image_type == kind]
+        if subset:
+            by_type[kind] = [binary_task(t, subset, scores, taxonomy, thresholds, n_boot, seed)
+                             for t in tasks_for(taxonomy)]
     return Evaluation(
+        tasks_by_image_type=by_type,
         tasks=tasks,
         three_way=multiclass("3-way", cases, scores, coarse_labels, "coarse", n_boot, seed),
         nine_way=multiclass("9-way", cases, scores, fine_labels, "fine", n_boot, seed),

@@ -37,6 +37,24 @@ class Case:
     fine: str | None
     """Second-level ancestor, None for a first-level label."""
     row: int
+    image_type: str | None = None
+    """``dermoscopic`` or ``clinical`` where the labels file has an ``image_type`` column; tasks are then
+    also reported for each kind of image apart, as Esteva et al. 2017 do."""
+
+
+IMAGE_TYPE_COLUMN = "image_type"
+_IMAGE_TYPES = {"dermoscopic": "dermoscopic", "dermoscopy": "dermoscopic", "dms": "dermoscopic",
+                "clinical": "clinical", "macroscopic": "clinical", "xc": "clinical", "photo": "clinical"}
+
+
+def image_type(raw: str) -> str | None:
+    """``dermoscopic``, ``clinical`` or None (empty); raises ``ValueError`` for anything else."""
+    text = raw.strip().lower()
+    if not text:
+        return None
+    if text not in _IMAGE_TYPES:
+        raise ValueError(raw)
+    return _IMAGE_TYPES[text]
 
 
 def resolve_taxonomy(card: ModelCard, source: Path | None) -> tuple[Taxonomy, str]:
@@ -72,7 +90,8 @@ def ancestor_at(taxonomy: Taxonomy, name: str, depth: int) -> str | None:
 
 
 def read_labels(csv_path: Path, taxonomy: Taxonomy) -> list[Case]:
-    """Read ``path,label`` (header required; other columns ignored). Paths are relative to the CSV's folder."""
+    """Read ``path,label`` and, optionally, ``image_type`` (``dermoscopic`` or ``clinical``; header required;
+    other columns ignored). Paths are relative to the CSV's folder."""
     try:
         text = csv_path.read_text(encoding="utf-8-sig")
     except OSError as exc:
@@ -84,10 +103,16 @@ def read_labels(csv_path: Path, taxonomy: Taxonomy) -> list[Case]:
     by_lower: dict[str, str] = {}
     for node in taxonomy.root.walk():
         by_lower.setdefault(node.name.strip().lower(), node.name)
-    cases, unknown, missing, rootish = [], [], [], []
+    cases, unknown, missing, rootish, bad_types = [], [], [], [], []
     for row_no, row in enumerate(reader, 2):
         raw_path = (row.get(fields["path"]) or "").strip()
         raw_label = (row.get(fields["label"]) or "").strip()
+        kind = None
+        if IMAGE_TYPE_COLUMN in fields:
+            try:
+                kind = image_type(row.get(fields[IMAGE_TYPE_COLUMN]) or "")
+            except ValueError:
+                bad_types.append((row_no, row.get(fields[IMAGE_TYPE_COLUMN])))
         if not raw_path and not raw_label:
             continue
         name = raw_label if raw_label in taxonomy else by_lower.get(raw_label.lower())
@@ -105,7 +130,7 @@ def read_labels(csv_path: Path, taxonomy: Taxonomy) -> list[Case]:
             missing.append((row_no, raw_path))
             continue
         cases.append(Case(path=path, label=name, coarse=ancestor_at(taxonomy, name, 1),
-                          fine=ancestor_at(taxonomy, name, 2), row=row_no))
+                          fine=ancestor_at(taxonomy, name, 2), row=row_no, image_type=kind))
     problems = []
     if unknown:
         sample = ", ".join(f"row {r}: {lab!r}" for r, lab in unknown[:5])
@@ -113,6 +138,10 @@ def read_labels(csv_path: Path, taxonomy: Taxonomy) -> list[Case]:
                         "use names from the taxonomy (`skinbatch taxonomy` shows them)")
     if rootish:
         problems.append(f"rows {rootish[:5]} are labelled with the root {taxonomy.root.name!r}, which says nothing")
+    if bad_types:
+        sample = ", ".join(f"row {r}: {t!r}" for r, t in bad_types[:5])
+        problems.append(f"{len(bad_types)} image_type value(s) are neither 'dermoscopic' nor 'clinical' ({sample}); "
+                        "leave the cell empty where it is not known")
     if missing:
         sample = ", ".join(f"row {r}: {p}" for r, p in missing[:5])
         problems.append(f"{len(missing)} file(s) do not exist ({sample}); paths are relative to the CSV's folder")

@@ -90,6 +90,13 @@ def markdown_summary(ev: Evaluation, meta: dict[str, Any], plots: dict[str, str]
         ops = " | ".join(f"{_pct(p.sensitivity)} / {_pct(p.specificity)}" for p in t.operating_points)
         lines.append(f"| {t.title} | {t.n_positive} | {t.n_negative} | {t.score_rule} | {_auc(t)} | {ops} |")
     lines.append("")
+    for kind, tasks in ev.tasks_by_image_type.items():
+        lines += [f"### {kind.capitalize()} images only", "",
+                  "| task | positives | negatives | AUC (95% CI) |", "|---|---:|---:|---|"]
+        for t in tasks:
+            lines.append(f"| {t.title} | {t.n_positive} | {t.n_negative} | "
+                         f"{_auc(t) if not t.unavailable else 'not available: ' + t.unavailable} |")
+        lines.append("")
     for t in ev.tasks:
         if t.key in plots:
             lines.append(f"![{t.title}]({plots[t.key]})")
@@ -106,7 +113,9 @@ def markdown_summary(ev: Evaluation, meta: dict[str, Any], plots: dict[str, str]
               "* Carcinoma and melanoma tasks (Esteva et al. 2017, Fig. 3): score = P(positive node) / "
               "(P(positive node) + P(negative node)), each the sum of training-class probabilities under the node.",
               "* An operating threshold t calls a case positive when its score ≥ t.",
-              "* A multi-frame file is one case: its frames' probabilities are averaged.", ""]
+              "* A multi-frame file is one case: its frames' probabilities are averaged.",
+              "* Where the labels have an `image_type` column (`dermoscopic` or `clinical`), the binary tasks are "
+              "also reported on each kind of image alone.", ""]
     return "\n".join(lines)
 
 

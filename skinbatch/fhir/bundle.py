@@ -17,6 +17,9 @@ What each resource holds, and why (docs/pacs.md has the reader's view):
 * No ``subject``: the resources carry no patient identifier. The accession number, where the request
   carried one, links them to the order (``basedOn`` ServiceRequest, identifier type ACSN), and the study
   UID to the images; the receiving system knows whose they are.
+* ``method`` and ``bodySite``: where the result says how the image was taken (``input.acquisition``):
+  dermoscopic (446078004) or clinical (197157006) photography, with the dermoscope's polarization,
+  contact and immersion medium as text, and the image's anatomic region (SNOMED CT where coded so).
 * ``status``: ``final``, or ``preliminary`` with a note when the model card says the model is untrained
   (its scores are random and must not reach a clinical record as final).
 """
@@ -48,6 +51,7 @@ CONTENT_TYPE = "application/fhir+json; fhirVersion=4.0"
 """The ``content-type`` header of a message on the FHIR topic."""
 UCUM = FHIR_SYSTEMS["UCUM"]
 DCM = FHIR_SYSTEMS["DCM"]
+SNOMED = FHIR_SYSTEMS["SCT"]
 PROBABILITY_OF_CANCER = {"system": DCM, "code": "111047", "display": "Probability of cancer"}
 IMAGING_MEASUREMENT_REPORT = {"system": DCM, "code": "126000", "display": "Imaging Measurement Report"}
 TRACKING_UID_TYPE = {"system": DCM, "code": "112040", "display": "Tracking Unique Identifier"}
@@ -76,6 +80,9 @@ class FhirFrame:
     """The result's ``dicom`` section (study/series/SOP instance UIDs, SOP class, accession), or None."""
     scored_at: str | None = None
     """The result's ``scored_at`` (ISO 8601 with offset)."""
+    acquisition: Mapping[str, Any] | None = None
+    """The result's ``input.acquisition`` (dermoscopic or clinical, Supplement 221 attributes, anatomic
+    region), or None: becomes the Observation's ``method`` and ``bodySite``."""
 
     @classmethod
     def from_result(cls, result: Mapping[str, Any]) -> FhirFrame:
@@ -90,6 +97,7 @@ class FhirFrame:
             frame=int(source.get("frame", 1) or 1),
             dicom=result.get("dicom") or None,
             scored_at=result.get("scored_at"),
+            acquisition=source.get("acquisition") or None,
         )
 
 
@@ -212,6 +220,7 @@ def observation(frame: FhirFrame, model: Mapping[str, Any], *, codes: Mapping[st
     }
     if frame.scored_at:
         out["effectiveDateTime"] = frame.scored_at
+    out.update(acquisition_elements(frame.acquisition))
     if based_on := _accession(dicom):
         out["basedOn"] = based_on
     if dicom.get("study_instance_uid"):
@@ -220,6 +229,45 @@ def observation(frame: FhirFrame, model: Mapping[str, Any], *, codes: Mapping[st
         out["derivedFrom"] = derived
     if not _trained(model):
         out["note"] = [{"text": UNTRAINED_NOTE}]
+    return out
+
+
+_SNOMED_SCHEMES = ("SCT", "SRT", "SNM3")
+_METHODS = {
+    "dermoscopic": {"system": SNOMED, "code": "446078004", "display": "Dermoscopic photography"},
+    "clinical": {"system": SNOMED, "code": "197157006", "display": "Photography of patient"},
+}
+_LATERALITY = {"L": "left", "R": "right", "B": "both sides"}
+
+
+def acquisition_elements(acquisition: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``method`` (dermoscopic or clinical photography, with the dermoscope's settings as text) and
+    ``bodySite`` (the image's anatomic region) of an Observation; empty where the image says nothing."""
+    from skinbatch.imaging.acquisition import Acquisition
+
+    acq = Acquisition.from_dict(dict(acquisition) if acquisition else None)
+    out: dict[str, Any] = {}
+    settings = [f"light source {acq.polarization.lower().replace('_', '-')}" if acq.polarization else "",
+                acq.contact.lower().replace("_", "-") if acq.contact else "",
+                "immersion: " + ", ".join(m.lower().replace("_", " ") for m in acq.immersion) if acq.immersion else ""]
+    detail = "; ".join(s for s in settings if s)
+    if acq.image_type in _METHODS:
+        method: dict[str, Any] = {"coding": [_METHODS[acq.image_type]]}
+        method["text"] = f"{_METHODS[acq.image_type]['display']}" + (f" ({detail})" if detail else "")
+        out["method"] = method
+    elif detail:
+        out["method"] = {"text": detail}
+    region = acq.anatomic_region
+    if region is not None:
+        site: dict[str, Any] = {"text": region.meaning or region.code}
+        if region.scheme in _SNOMED_SCHEMES:
+            coding = {"system": SNOMED, "code": region.code}
+            if region.meaning:
+                coding["display"] = region.meaning
+            site["coding"] = [coding]
+        if acq.laterality in _LATERALITY:
+            site["text"] += f", {_LATERALITY[acq.laterality]}"
+        out["bodySite"] = site
     return out
 
 

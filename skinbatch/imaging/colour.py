@@ -89,7 +89,7 @@ def _profile(icc: bytes) -> _Profile:
 def _build(icc: bytes, sha: str) -> _Profile:
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+    except Exception:  # noqa: BLE001 - a broken profile must not cost an image that decodes
         return _Profile("", sha, None, "the embedded ICC profile is unreadable; the pixels were taken as sRGB")
     description = _description(source)
     space = str(getattr(source.profile, "xcolor_space", "") or "").strip()
@@ -103,7 +103,7 @@ def _build(icc: bytes, sha: str) -> _Profile:
             # No one-pixel cache: the same transform may run in several threads at once.
             flags=ImageCms.Flags.NOCACHE,
         )
-    except ImageCms.PyCMSError:
+    except Exception:  # noqa: BLE001 - a profile LittleCMS cannot use must not cost an image that decodes
         return _Profile(description, sha, None, "LittleCMS could not build a transform from the embedded profile")
     return _Profile(description, sha, transform)
 
@@ -111,7 +111,7 @@ def _build(icc: bytes, sha: str) -> _Profile:
 def _description(profile: ImageCms.ImageCmsProfile) -> str:
     try:
         text = ImageCms.getProfileDescription(profile)
-    except ImageCms.PyCMSError:
+    except Exception:  # noqa: BLE001 - the description is informative only
         return ""
     return " ".join(str(text).split())[:128]
 

@@ -41,6 +41,8 @@ class ModelInput:
     color: dict[str, Any] | None = None
     """The embedded ICC profile: ``description``, ``sha256``, ``applied`` (and ``reason`` where not); None
     where the input has none (taken as sRGB)."""
+    acquisition: dict[str, Any] | None = None
+    """``Acquisition.to_dict()``: dermoscopic or clinical, polarization, contact, immersion, anatomic region."""
     decode_ms: float = 0.0
     error_type: str | None = None
     error_message: str | None = None
@@ -67,6 +69,7 @@ def prepare_model_input(data: bytes, target: Preprocessing, limits: DecodeLimits
     out.format = decoded.format
     out.monochrome = decoded.monochrome
     out.color = decoded.color.to_dict() if decoded.color is not None else None
+    out.acquisition = decoded.acquisition.to_dict() if decoded.acquisition is not None else None
     if decoded.dicom is not None:
         ids = decoded.dicom
         out.dicom = {

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .acquisition import Acquisition
 from .identifiers import DicomIdentifiers
 
 
@@ -73,6 +74,8 @@ class DecodedImage:
     (0028,2000)), whether or not it was applied."""
     color: ColorInfo | None = None
     """What colour management did with ``icc_profile``; None where the input has no profile."""
+    acquisition: Acquisition | None = None
+    """DICOM only: dermoscopic or clinical, the Supplement 221 attributes and the anatomic region."""
 
     @property
     def arrays(self) -> list[np.ndarray]:

@@ -1,4 +1,4 @@
-"""Archive triage: walk folders (DICOM, JPEG, PNG, DICOMDIR), score every frame on Triton, rank.
+"""Archive triage: walk folders (DICOM, JPEG, PNG, WebP, TIFF, HEIC, AVIF, DICOMDIR), score every frame on Triton, rank.
 
 ``walk`` finds files, ``decode`` turns one into model input in a worker process, ``run`` drives decoding
 and many concurrent Triton requests, ``state`` keeps the resumable results (keyed by content sha256),

@@ -8,6 +8,7 @@ the R4 specification (UCUM, HL7), is checked in full.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -47,7 +48,13 @@ def _cases() -> dict[str, dict[str, Any]]:
                         codes=CARD["codes"], issued=ISSUED)
     uncoded = fhir_bundle("req-3", [_frame("req-3", 3, True)], {**MODEL, "taxonomy_sha256": ""}, codes=None,
                           issued=ISSUED)
-    cases = {"dicom bundle, untrained": dicom, "photo bundle, trained": photo, "bundle without codes": uncoded}
+    dermoscopic = dataclasses.replace(
+        _frame("dms-4", 4, True), acquisition={
+            "image_type": "dermoscopic", "polarization": "POLARIZED", "contact": "CONTACT", "immersion": ["ALCOHOL"],
+            "laterality": "L", "anatomic_region": {"code": "39937001", "scheme": "SCT", "meaning": "Skin of back"}})
+    dms = fhir_bundle("dms-4", [dermoscopic], {**MODEL, "trained": True}, codes=CARD["codes"], issued=ISSUED)
+    cases = {"dicom bundle, untrained": dicom, "photo bundle, trained": photo, "bundle without codes": uncoded,
+             "dermoscopic bundle with body site and method": dms}
     for entry in dicom["entry"]:  # each resource also on its own, as an engine that splits the bundle sends it
         cases[f"{entry['resource']['resourceType']} alone"] = entry["resource"]
     return cases

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..acquisition import DATASET_KEYWORDS, Acquisition
 from ..errors import (
     CorruptImageError,
     DecompressionBombError,
@@ -57,7 +58,7 @@ _TAGS = [
     "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData",
     "SegmentedRedPaletteColorLookupTableData", "SegmentedGreenPaletteColorLookupTableData",
     "SegmentedBluePaletteColorLookupTableData",
-    "ExtendedOffsetTable", "ExtendedOffsetTableLengths", "ICCProfile",
+    "ExtendedOffsetTable", "ExtendedOffsetTableLengths", "ICCProfile", *DATASET_KEYWORDS,
     "PixelData", "FloatPixelData", "DoubleFloatPixelData",
 ]
 
@@ -112,14 +113,14 @@ def decode(data: bytes, limits: DecodeLimits, min_side: int | None) -> DecodedIm
             frames, reduction = _decode_jpeg_frames(frames_bytes, pi, rows, cols, spp, min_side)
             log.debug("decoded DICOM with Pillow: %s", ids.log_fields())
             return _result(frames, pi, rows, cols, ids, reduction, "pillow-draft" if reduction > 1 else "pillow",
-                           _icc(ds))
+                           _icc(ds), Acquisition.from_dataset(ds))
 
     if ts in _CODESTREAM_SYNTAXES:
         for frame in _encapsulated_frames(ds, nframes):
             _check_codestream_size(frame, ts, rows, cols, limits)
     frames = list(_decode_with_pydicom(decoder, ds, pi, nframes))
     log.debug("decoded DICOM with pydicom: %s", ids.log_fields())
-    return _result(frames, pi, rows, cols, ids, 1, "pydicom", _icc(ds))
+    return _result(frames, pi, rows, cols, ids, 1, "pydicom", _icc(ds), Acquisition.from_dataset(ds))
 
 
 def _icc(ds: Any) -> bytes | None:
@@ -133,7 +134,7 @@ def _icc(ds: Any) -> bytes | None:
 
 def _result(
     frames: list[np.ndarray], pi: str, rows: int, cols: int, ids: DicomIdentifiers, reduction: int, decoder: str,
-    icc: bytes | None = None,
+    icc: bytes | None = None, acquisition: Acquisition | None = None,
 ) -> DecodedImage:
     return DecodedImage(
         format=FORMAT,
@@ -145,6 +146,7 @@ def _result(
         dicom=ids,
         photometric_interpretation=pi,
         icc_profile=icc,
+        acquisition=acquisition if acquisition is not None and not acquisition.empty else None,
     )
 
 

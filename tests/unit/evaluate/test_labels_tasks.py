@@ -111,3 +111,41 @@ def test_evaluate_cases_end_to_end(tmp_path: Path, taxonomy: Taxonomy) -> None:
     assert by_key["carcinoma_vs_seborrheic_keratosis"].unavailable is not None
     assert ev.three_way.accuracy == 1.0 and ev.three_way.n == 5
     assert ev.nine_way.n == 5
+
+
+def test_tasks_are_reported_apart_for_dermoscopic_and_clinical_images(tmp_path: Path, taxonomy: Taxonomy) -> None:
+    rows = [("d1.jpg", "nodular melanoma", "dermoscopic"), ("d2.jpg", "compound nevus", "DMS"),
+            ("d3.jpg", "junctional nevus", "dermoscopy"), ("c1.jpg", "lentigo maligna", "clinical"),
+            ("c2.jpg", "compound nevus", "clinical"), ("u.jpg", "junctional nevus", "")]
+    for p, _, _ in rows:
+        (tmp_path / p).write_bytes(b"x")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label,image_type\n" + "".join(f"{p},{lab},{kind}\n" for p, lab, kind in rows))
+    cases = read_labels(labels, taxonomy)
+    assert [c.image_type for c in cases] == ["dermoscopic"] * 3 + ["clinical"] * 2 + [None]
+    k = len(taxonomy.training_classes)
+    pos, neg = subtree_mask(taxonomy, "melanoma"), subtree_mask(taxonomy, "melanocytic nevus")
+    scores = {}
+    # Dermoscopic: the melanoma scores above both nevi (AUC 1). Clinical: below its nevus (AUC 0).
+    for case, mel in zip(cases, [0.9, 0.2, 0.3, 0.1, 0.8, 0.5]):
+        t = np.full(k, 0.0)
+        t[np.nonzero(pos)[0][0]], t[np.nonzero(neg)[0][0]] = mel, 1 - mel
+        scores[str(case.path)] = CaseScores(mel, {c: 0.0 for c in taxonomy.coarse_labels},
+                                            {f: 0.0 for f in taxonomy.fine_labels}, t)
+    ev = evaluate_cases(cases, scores, taxonomy, taxonomy.coarse_labels, taxonomy.fine_labels, n_boot=0)
+    by_type = {kind: {t.key: t for t in tasks} for kind, tasks in ev.tasks_by_image_type.items()}
+    assert set(by_type) == {"dermoscopic", "clinical"}
+    assert by_type["dermoscopic"]["melanoma_vs_nevus"].auc == pytest.approx(1.0)
+    assert by_type["dermoscopic"]["melanoma_vs_nevus"].n_negative == 2
+    assert by_type["clinical"]["melanoma_vs_nevus"].auc == pytest.approx(0.0)
+    overall = {t.key: t for t in ev.tasks}["melanoma_vs_nevus"]
+    assert overall.n_positive + overall.n_negative == 6  # the unlabelled kind still counts overall
+    assert "tasks_by_image_type" in ev.to_dict()
+
+
+def test_an_unknown_image_type_is_refused(tmp_path: Path, taxonomy: Taxonomy) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label,image_type\na.jpg,compound nevus,ultrasound\n")
+    with pytest.raises(LabelsError, match="image_type"):
+        read_labels(labels, taxonomy)
