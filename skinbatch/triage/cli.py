@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from skinbatch.connect.options import TritonTarget, triton_options
+from skinbatch.connect.options import TritonTarget, secret_option, triton_options
 from skinbatch.contract import ENSEMBLE, EXIT_CODE_EPILOG, ExitCode, SkinbatchError
 from skinbatch.imaging import DecodeLimits
 from skinbatch.scoring.pipeline import SHARED_MEMORY_MODES
@@ -71,10 +71,8 @@ def exit_code_for(summary: RunSummary, failed: int) -> ExitCode:
               help="Also (or instead of folders) score what a QIDO-RS query finds in this DICOMweb archive.")
 @click.option("--dicomweb-user", envvar="SKINBATCH_DICOMWEB_USER", show_envvar=True, default=None,
               help="User for HTTP basic authentication at the archive.")
-@click.option("--dicomweb-password", envvar="SKINBATCH_DICOMWEB_PASSWORD", show_envvar=True, default=None,
-              help="Password for the archive (prefer the environment variable).")
-@click.option("--dicomweb-token", envvar="SKINBATCH_DICOMWEB_TOKEN", show_envvar=True, default=None,
-              help="Bearer token for the archive (prefer the environment variable).")
+@secret_option("dicomweb_password", "Password for the archive.")
+@secret_option("dicomweb_token", "Bearer token for the archive.")
 @click.option("--study-date", default=None, help="QIDO: StudyDate YYYYMMDD or range YYYYMMDD-YYYYMMDD.")
 @click.option("--modality", default=None, help="QIDO: modality of the series, e.g. XC (external camera).")
 @click.option("--sop-class", default=None,

@@ -123,3 +123,10 @@ def test_the_parsed_parameters_already_hold_the_secret(tmp_path: Path) -> None:
     """make_context (what the compose and k8s tests use) sees the file's content, not its path."""
     params = own_command.make_context("own", ["--archive-password-file", str(secret_file(tmp_path))]).params
     assert params == {"archive_password": SECRET}
+
+
+def test_triage_has_a_file_variant_for_the_archive_secrets() -> None:
+    from skinbatch.triage.cli import triage
+
+    envvars = {str(p.envvar) for p in triage.params}
+    assert {"SKINBATCH_DICOMWEB_PASSWORD_FILE", "SKINBATCH_DICOMWEB_TOKEN_FILE"} <= envvars
