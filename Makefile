@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 
-.PHONY: setup tools demo lint test test-unit clean
+.PHONY: setup tools checkov demo lint test test-unit clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,15 @@ tools:
 	  echo "test tools still missing:$$missing; their tests skip here and fail in CI"; \
 	  case "$${CI:-}" in ""|0|false|no) ;; *) exit 1;; esac; fi
 
+# checkov (a third-party scanner of the Kubernetes manifests and Dockerfiles) in a virtualenv of its own: its
+# dependencies would clash with the project's.
+CHECKOV_VENV ?= .venv-checkov
+checkov: $(CHECKOV_VENV)/.installed
+$(CHECKOV_VENV)/.installed:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install $(PIP_FLAGS) -q checkov==3.3.30
+	touch $@
+
 demo: setup
 	$(VENV)/bin/skinbatch demo
 
@@ -55,11 +64,11 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: lint setup tools
+test: lint setup tools checkov
 	$(PY) -m pytest -q
 
 test-unit: $(VENV)/.installed
 	$(PY) -m pytest -q tests/unit
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -16,9 +16,7 @@ except in CI (the variable CI set), where they fail.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +24,9 @@ from typing import Any
 
 import pytest
 
-yaml = pytest.importorskip("yaml", reason="PyYAML is needed for the compose checks (the `test` extra)")
+from tests.fixtures.needs import kustomize_command, need_module, need_tool
+
+yaml = need_module("yaml", "PyYAML, in the `test` extra")
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = ROOT / "compose"
@@ -38,12 +38,7 @@ GPU_WORKLOADS = {"triton", "skinbatch-converter"}
 
 
 def tool(name: str, why: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"`{name}` is missing in CI: {why}")
-        pytest.skip(f"`{name}` is not installed: {why}")
-    return path
+    return need_tool(name, why)
 
 
 def dotenv() -> dict[str, str]:
@@ -52,20 +47,9 @@ def dotenv() -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in pairs}
 
 
-def render_command() -> list[str]:
-    """``kustomize build`` where kustomize itself is installed (``make tools`` builds it from its Go module
-    when kubectl is missing), else ``kubectl kustomize`` (kubectl embeds kustomize)."""
-    kustomize = shutil.which("kustomize")
-    if kustomize:
-        return [kustomize, "build", str(K8S)]
-    why = ("the manifests cannot be rendered: install kubectl, or build kustomize with "
-           "`go install sigs.k8s.io/kustomize/kustomize/v5@v5.5.0`")
-    return [tool("kubectl", why), "kustomize", str(K8S)]
-
-
 @pytest.fixture(scope="module")
 def rendered() -> list[dict[str, Any]]:
-    result = subprocess.run(render_command(), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(kustomize_command(K8S), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
