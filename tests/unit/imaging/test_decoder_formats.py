@@ -15,6 +15,7 @@ from skinbatch.imaging import DecodeLimits, DecompressionBombError, Preprocessin
 from skinbatch.imaging.decoders import pillow_formats
 from skinbatch.imaging.errors import FormatNeedsExtraError
 from tests.fixtures.icc import require_tool
+from tests.fixtures.needs import need_module
 
 from . import _factories as f
 
@@ -151,7 +152,7 @@ def test_heif_enc_from_an_exif_rotated_jpeg_comes_out_upright_once(rotated) -> N
 
 def test_a_heif_with_irot_and_exif_orientation_is_turned_once(rotated) -> None:
     # What phones write: irot (applied by libheif) and the same rotation in EXIF (which must be ignored).
-    pillow_heif = pytest.importorskip("pillow_heif", reason="the heic extra (pillow-heif) is not installed")
+    pillow_heif = need_module("pillow_heif", "the heic extra: pip install 'skinbatch[heic]'")
     folder, upright = rotated
     pillow_heif.register_heif_opener()
     out = folder / "irot.heic"
