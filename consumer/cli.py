@@ -16,6 +16,7 @@ from skinbatch._process import reuse_large_buffers
 from skinbatch.connect.kafka import COMPRESSION_TYPES
 from skinbatch.connect.options import KAFKA_OPTIONS, TRITON_OPTIONS, OptionSpec, env_name
 from skinbatch.contract import EXIT_CODE_EPILOG, SkinbatchError
+from skinbatch.dicomweb.options import DICOMWEB_OPTIONS
 from skinbatch.logs import configure_logging
 
 from .config import ConsumerConfig
@@ -80,16 +81,11 @@ def _shared(specs: tuple[OptionSpec, ...], required: str):  # type: ignore[no-un
 @_opt("session_timeout_ms", "Group session timeout: how soon a crashed member's partitions move.", type=int)
 @_opt("fetch_stall_s", "Seconds records may wait unfetched on assigned partitions before the consumer rejoins "
       "its group; as long again, and it exits 10 for its supervisor to restart it (0 disables).", type=float)
-@_opt("dicomweb_url", "DICOMweb root of the PACS/VNA that DICOMweb requests name instances in "
-      "(QIDO-RS, WADO-RS, STOW-RS), e.g. https://pacs.example.org/dicom-web.", default=None)
-@_opt("dicomweb_user", "User for HTTP basic authentication at the archive.", default=None)
-@_opt("dicomweb_password", "Password for the archive (prefer the environment variable).", default=None)
-@_opt("dicomweb_token", "Bearer token for the archive, instead of a user and password "
-      "(prefer the environment variable).", default=None)
 @_opt("dicomweb_workers", "Concurrent HTTP requests to the archive.", type=int)
 @_opt("dicomweb_timeout_s", "Read timeout of one archive request, in seconds.", type=float)
 @_opt("store_results", "Store a DICOM Structured Report with the scores of each instance retrieved "
       "from the archive back into its study (STOW-RS).", is_flag=True, default=False)
+@_shared(DICOMWEB_OPTIONS, required="")
 @_shared(TRITON_OPTIONS, required="triton_url")
 @_shared(KAFKA_OPTIONS, required="bootstrap_servers")
 @click.option("--log-level", envvar=env_name("log_level"), show_envvar=True, default="INFO", show_default=True)

@@ -86,6 +86,9 @@ class ConsumerConfig:
     dicomweb_user: str | None = None
     dicomweb_password: str | None = field(default=None, repr=False)
     dicomweb_token: str | None = field(default=None, repr=False)
+    dicomweb_ca: str | None = None
+    dicomweb_cert: str | None = None
+    dicomweb_key: str | None = None
     dicomweb_workers: int = 4
     """Concurrent HTTP requests to the archive (searches, retrievals, stores)."""
     dicomweb_timeout_s: float = 60.0
@@ -105,10 +108,10 @@ class ConsumerConfig:
             if self.store_results:
                 raise ConfigurationError("--store-results needs --dicomweb-url: the reports are stored in that archive")
             return None
-        from skinbatch.dicomweb.client import DicomWebSettings
+        from skinbatch.dicomweb.options import DICOMWEB_FIELDS, dicomweb_settings
 
-        return DicomWebSettings.from_values(self.dicomweb_url, self.dicomweb_user, self.dicomweb_password,
-                                            self.dicomweb_token, read_timeout_s=self.dicomweb_timeout_s)
+        return dicomweb_settings({name: getattr(self, name) for name in DICOMWEB_FIELDS},
+                                 read_timeout_s=self.dicomweb_timeout_s)
 
     def triton_target(self) -> TritonTarget:
         """The parsed ``--triton-url`` and its TLS files; ConfigurationError if they do not fit."""

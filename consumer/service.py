@@ -488,15 +488,26 @@ class ScoringConsumer:
 
 
 def preflight(config: ConsumerConfig) -> None:
-    """Before any work: every codec decodes, and Kafka accepts these settings (within 30 s).
+    """Before any work: every codec decodes, Kafka accepts these settings, and so does the DICOMweb
+    archive when one is configured (each within 30 s).
 
     Raises :class:`skinbatch.contract.KafkaProblem`: a missing codec package, a refused connection, an
-    untrusted certificate or refused credentials, each with its own exit code and what to do next.
+    untrusted certificate or refused credentials, each with its own exit code and what to do next; and
+    :class:`skinbatch.contract.ArchiveProblem` for the archive's certificate (13) or credentials (12). An
+    archive that does not answer is only logged: DICOMweb requests wait for it with backoff.
     """
     from skinbatch.connect.kafka import check_codecs, probe_kafka
 
     check_codecs()
     probe_kafka(config.kafka_connection())
+    settings = config.dicomweb_settings()
+    if settings is not None:
+        from skinbatch.dicomweb.client import DicomWebArchive
+
+        down = DicomWebArchive(settings).probe()
+        if down is not None:
+            log.warning("the DICOMweb archive does not answer at start-up (%s); DICOMweb requests wait for it",
+                        down, extra={"event": "archive_down"})
 
 
 def _fallback_id(record: Any) -> str:

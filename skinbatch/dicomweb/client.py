@@ -9,7 +9,8 @@ Every failure is sorted into one of three kinds, because the caller acts differe
   archive does not have: bad input, dead-lettered with ``type`` ``instance_not_found``.
 * :class:`ArchiveRejected`: any other 4xx. The archive refused this particular request.
 
-Credentials (HTTP basic or a bearer token) ride on the HTTP session; they are never put in a URL, an
+TLS files (a CA bundle, a client certificate and key) and credentials (HTTP basic or a bearer token;
+``auth.py``) ride on the HTTP session; they are never put in a URL, an
 exception message or a log record. Error messages name the HTTP status and the operation, not the URL.
 """
 
@@ -29,8 +30,9 @@ import pydicom
 import requests
 from dicomweb_client import DICOMwebClient
 
-from skinbatch.contract import ArchiveError, ArchiveUnavailable, ErrorType, ExitCode, InputRejected
+from skinbatch.contract import ArchiveError, ArchiveProblem, ArchiveUnavailable, ErrorType, ExitCode, InputRejected
 
+from .auth import PROBE_TIMEOUT_S, ArchiveSession, ArchiveTLS, probe_archive
 from .references import DicomWebReference
 
 __all__ = [
@@ -56,6 +58,9 @@ ENV_URL = "SKINBATCH_DICOMWEB_URL"
 ENV_USER = "SKINBATCH_DICOMWEB_USER"
 ENV_PASSWORD = "SKINBATCH_DICOMWEB_PASSWORD"
 ENV_TOKEN = "SKINBATCH_DICOMWEB_TOKEN"
+ENV_CA = "SKINBATCH_DICOMWEB_CA"
+ENV_CERT = "SKINBATCH_DICOMWEB_CERT"
+ENV_KEY = "SKINBATCH_DICOMWEB_KEY"
 
 NOT_FOUND_TYPE = ErrorType.INSTANCE_NOT_FOUND
 REJECTED_TYPE = ErrorType.ARCHIVE_REJECTED
@@ -131,7 +136,9 @@ class DicomWebSettings:
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 60.0
     verify: bool | str = True
-    """TLS verification: True, False, or a CA bundle path."""
+    """TLS verification: True, False, or a CA bundle path (``tls.ca`` wins when given)."""
+    tls: ArchiveTLS = field(default_factory=ArchiveTLS)
+    """The CA bundle, and the client certificate and key for mutual TLS (``--dicomweb-ca/-cert/-key``)."""
 
     @classmethod
     def from_values(cls, url: str, user: str | None = None, password: str | None = None,
@@ -150,7 +157,9 @@ class DicomWebSettings:
             raise ValueError("give either a bearer token or a user and password for the archive, not both")
         if password and not user:
             raise ValueError("a DICOMweb password needs a user (--dicomweb-user)")
-        return cls(url=urlunparse(parsed).rstrip("/"), user=user, password=password, token=token, **kw)
+        settings = cls(url=urlunparse(parsed).rstrip("/"), user=user, password=password, token=token, **kw)
+        settings.tls.check(settings.url)
+        return settings
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> DicomWebSettings | None:
@@ -158,8 +167,9 @@ class DicomWebSettings:
         url = env.get(ENV_URL)
         if not url:
             return None
+        tls = ArchiveTLS(ca=env.get(ENV_CA) or None, cert=env.get(ENV_CERT) or None, key=env.get(ENV_KEY) or None)
         return cls.from_values(url, env.get(ENV_USER) or None, env.get(ENV_PASSWORD) or None,
-                               env.get(ENV_TOKEN) or None)
+                               env.get(ENV_TOKEN) or None, tls=tls)
 
     @property
     def auth_kind(self) -> str:
@@ -167,12 +177,12 @@ class DicomWebSettings:
         return "bearer" if self.token else "basic" if self.user else "none"
 
     def session(self) -> requests.Session:
-        session = requests.Session()
+        session = ArchiveSession()
         if self.token:
             session.headers["Authorization"] = f"Bearer {self.token}"
         elif self.user:
             session.auth = (self.user, self.password or "")
-        session.verify = self.verify
+        self.tls.apply(session, self.verify)
         return session
 
 
@@ -233,6 +243,12 @@ class DicomWebArchive:
     @property
     def url(self) -> str:
         return self.settings.url
+
+    def probe(self, timeout_s: float = PROBE_TIMEOUT_S) -> ArchiveProblem | None:
+        """The start-up check (``auth.probe_archive``): raises ``ArchiveProblem`` for a refused certificate
+        (exit 13) or refused credentials (exit 12); returns the problem when the archive did not answer
+        within ``timeout_s``, None when it did."""
+        return probe_archive(self.settings.session(), self.settings.url, self.settings.tls, timeout_s)
 
     def _client(self) -> _Client:
         client = getattr(self._local, "client", None)

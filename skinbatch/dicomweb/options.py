@@ -1,0 +1,69 @@
+"""The DICOMweb archive's options, the same in every command that talks to an archive (``consume``,
+``triage``): flags, help and ``SKINBATCH_DICOMWEB_*`` variables (docs/deploy.md, docs/pacs.md).
+
+    @click.command()
+    @dicomweb_options()              # -> dicomweb: DicomWebSettings | None (None without --dicomweb-url)
+    def triage(dicomweb, ...): ...
+
+``skinbatch consume`` keeps them flat in its config (:data:`DICOMWEB_OPTIONS` as fields) and builds the
+same settings with :func:`dicomweb_settings`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from skinbatch.connect.options import OptionSpec, _folded
+
+if TYPE_CHECKING:
+    from .client import DicomWebSettings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DICOMWEB_OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec("dicomweb_url", "DICOMweb root of the PACS/VNA (QIDO-RS, WADO-RS, STOW-RS), "
+               "e.g. https://pacs.example.org/dicom-web."),
+    OptionSpec("dicomweb_user", "User for HTTP basic authentication at the archive."),
+    OptionSpec("dicomweb_password", "Password for the archive (prefer the environment variable)."),
+    OptionSpec("dicomweb_token", "Fixed bearer token for the archive, instead of a user and password "
+               "(prefer the environment variable)."),
+    OptionSpec("dicomweb_ca", "CA bundle that signed the archive's certificate (an internal CA)."),
+    OptionSpec("dicomweb_cert", "Client certificate for mutual TLS with the archive."),
+    OptionSpec("dicomweb_key", "Client key for mutual TLS with the archive (unencrypted PEM)."),
+)
+DICOMWEB_FIELDS = tuple(spec.name for spec in DICOMWEB_OPTIONS)
+
+
+def dicomweb_settings(values: dict[str, Any], **kw: Any) -> DicomWebSettings | None:
+    """Settings from option values (``dicomweb_*`` keys), None without a URL; ValueError (a
+    ConfigurationError) when they do not fit together. ``kw``: timeouts."""
+    from .auth import ArchiveTLS
+    from .client import DicomWebSettings
+
+    url = values.get("dicomweb_url")
+    if not url:
+        given = [f"--{k.replace('_', '-')}" for k in DICOMWEB_FIELDS if values.get(k)]
+        if given:
+            raise ValueError(f"{', '.join(given)} given without --dicomweb-url")
+        return None
+    tls = ArchiveTLS(ca=values.get("dicomweb_ca"), cert=values.get("dicomweb_cert"), key=values.get("dicomweb_key"))
+    return DicomWebSettings.from_values(url, values.get("dicomweb_user"), values.get("dicomweb_password"),
+                                        values.get("dicomweb_token"), tls=tls, **kw)
+
+
+def _build(values: dict[str, Any]) -> DicomWebSettings | None:
+    try:
+        return dicomweb_settings(values)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def dicomweb_options(help: str | None = None) -> Callable[[F], F]:
+    """Add the archive options; the command receives ``dicomweb: DicomWebSettings | None``."""
+    return _folded(DICOMWEB_OPTIONS, "dicomweb", _build, False, help)
+
+
+__all__ = ["DICOMWEB_FIELDS", "DICOMWEB_OPTIONS", "dicomweb_options", "dicomweb_settings"]
