@@ -8,7 +8,7 @@ from typing import Any
 
 from skinbatch.connect.kafka import COMPRESSION_TYPES, KafkaConnection
 from skinbatch.connect.options import KAFKA_FIELDS, TritonTarget
-from skinbatch.connect.triton import TritonTLS, parse_triton_url
+from skinbatch.connect.triton import TritonTLS, parse_triton_url, read_admin_key
 from skinbatch.contract import ENSEMBLE, ConfigurationError
 
 
@@ -78,6 +78,8 @@ class ConsumerConfig:
     triton_ca: str | None = None
     triton_cert: str | None = None
     triton_key: str | None = None
+    triton_admin_key: str | None = field(default=None, repr=False)
+    triton_admin_key_file: str | None = None
 
     # A DICOMweb archive (PACS, VNA): requests may name instances in it by UID; scores may go back as SRs.
     dicomweb_url: str | None = None
@@ -86,6 +88,13 @@ class ConsumerConfig:
     dicomweb_user: str | None = None
     dicomweb_password: str | None = field(default=None, repr=False)
     dicomweb_token: str | None = field(default=None, repr=False)
+    dicomweb_token_file: str | None = None
+    dicomweb_token_url: str | None = None
+    dicomweb_client_id: str | None = None
+    dicomweb_client_secret: str | None = field(default=None, repr=False)
+    dicomweb_client_secret_file: str | None = None
+    dicomweb_scope: str | None = None
+    dicomweb_audience: str | None = None
     dicomweb_ca: str | None = None
     dicomweb_cert: str | None = None
     dicomweb_key: str | None = None
@@ -116,7 +125,8 @@ class ConsumerConfig:
     def triton_target(self) -> TritonTarget:
         """The parsed ``--triton-url`` and its TLS files; ConfigurationError if they do not fit."""
         endpoint = parse_triton_url(self.triton_url)
-        tls = TritonTLS(ca=self.triton_ca, cert=self.triton_cert, key=self.triton_key)
+        tls = TritonTLS(ca=self.triton_ca, cert=self.triton_cert, key=self.triton_key,
+                        admin_key=read_admin_key(self.triton_admin_key, self.triton_admin_key_file))
         tls.check(endpoint)
         return TritonTarget(endpoint, tls)
 

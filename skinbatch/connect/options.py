@@ -28,7 +28,7 @@ import click
 from skinbatch.contract import ConfigurationError
 
 from .kafka import SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaConnection
-from .triton import ACCEPTED_FORMS, TritonEndpoint, TritonTLS, parse_triton_url
+from .triton import ACCEPTED_FORMS, TritonEndpoint, TritonTLS, parse_triton_url, read_admin_key
 
 ENV_PREFIX = "SKINBATCH_"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,6 +87,9 @@ TRITON_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("triton_ca", "CA bundle that signed Triton's certificate (grpcs://, https://)."),
     OptionSpec("triton_cert", "Client certificate for mutual TLS with Triton."),
     OptionSpec("triton_key", "Client key for mutual TLS with Triton."),
+    OptionSpec("triton_admin_key", "Key of Triton's restricted APIs (header admin-key), sent when registering "
+               "shared memory and reading the model repository (prefer --triton-admin-key-file)."),
+    OptionSpec("triton_admin_key_file", "File with the key of Triton's restricted APIs (a mounted Secret)."),
 )
 
 
@@ -117,7 +120,8 @@ def triton_target(values: dict[str, Any]) -> TritonTarget:
     """The parsed endpoint and checked TLS files; :class:`click.UsageError` (listing the URL forms) otherwise."""
     try:
         endpoint = parse_triton_url(str(values.get("triton_url") or ""))
-        tls = TritonTLS(ca=values.get("triton_ca"), cert=values.get("triton_cert"), key=values.get("triton_key"))
+        tls = TritonTLS(ca=values.get("triton_ca"), cert=values.get("triton_cert"), key=values.get("triton_key"),
+                        admin_key=read_admin_key(values.get("triton_admin_key"), values.get("triton_admin_key_file")))
         tls.check(endpoint)
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from None
