@@ -200,8 +200,20 @@ def build_consumer(config: ConsumerConfig, metrics: ConsumerMetrics | None = Non
         from skinbatch.dicomweb.client import DicomWebArchive
 
         archive = DicomWebArchive(settings)
+        _export_token_state(settings, metrics)
     return ScoringConsumer(config, kafka_consumer=consumer, producer=producer, scorer=scorer, watch_scorer=watch,
                            archive=archive, metrics=metrics)
+
+
+def _export_token_state(settings: Any, metrics: ConsumerMetrics | None) -> None:
+    """Failed OAuth2 token fetches as ``archive_token_refresh_failures_total`` and ``archive_token_ok``."""
+    from skinbatch.dicomweb.oauth import ClientCredentials
+
+    source = settings.token_source()
+    if metrics is None or not isinstance(source, ClientCredentials):
+        return
+    source.on_failure = lambda _reason: metrics.archive_token_failures.inc()
+    source.on_state = lambda ok: metrics.archive_token_ok.set(1 if ok else 0)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from dicomweb_client import DICOMwebClient
 from skinbatch.contract import ArchiveError, ArchiveProblem, ArchiveUnavailable, ErrorType, ExitCode, InputRejected
 
 from .auth import PROBE_TIMEOUT_S, ArchiveSession, ArchiveTLS, probe_archive
+from .oauth import BearerAuth, ClientCredentials, OAuthClient, TokenFile, TokenSource
 from .references import DicomWebReference
 
 __all__ = [
@@ -139,6 +140,11 @@ class DicomWebSettings:
     """TLS verification: True, False, or a CA bundle path (``tls.ca`` wins when given)."""
     tls: ArchiveTLS = field(default_factory=ArchiveTLS)
     """The CA bundle, and the client certificate and key for mutual TLS (``--dicomweb-ca/-cert/-key``)."""
+    oauth: OAuthClient | None = None
+    """OAuth2 client credentials: tokens fetched, cached and refreshed (``oauth.ClientCredentials``)."""
+    token_file: str | None = None
+    """A file holding the current bearer token, re-read when it changes (``oauth.TokenFile``)."""
+    _tokens: TokenSource | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_values(cls, url: str, user: str | None = None, password: str | None = None,
@@ -153,8 +159,11 @@ class DicomWebSettings:
             user, password = parsed.username, parsed.password
             host = parsed.hostname + (f":{parsed.port}" if parsed.port else "")
             parsed = parsed._replace(netloc=host)
-        if token and (user or password):
-            raise ValueError("give either a bearer token or a user and password for the archive, not both")
+        ways = [name for name, given in (("--dicomweb-user", user), ("--dicomweb-token", token),
+                                         ("--dicomweb-token-file", kw.get("token_file")),
+                                         ("--dicomweb-client-id", kw.get("oauth"))) if given]
+        if len(ways) > 1:
+            raise ValueError(f"give one way to log in to the archive, not {' and '.join(ways)}")
         if password and not user:
             raise ValueError("a DICOMweb password needs a user (--dicomweb-user)")
         settings = cls(url=urlunparse(parsed).rstrip("/"), user=user, password=password, token=token, **kw)
@@ -174,11 +183,26 @@ class DicomWebSettings:
     @property
     def auth_kind(self) -> str:
         """``basic``, ``bearer`` or ``none``: safe to log."""
+        if self.oauth:
+            return "oauth2"
+        if self.token_file:
+            return "token_file"
         return "bearer" if self.token else "basic" if self.user else "none"
+
+    def token_source(self) -> TokenSource | None:
+        """The one token cache every thread's session shares (None for basic auth or a fixed token)."""
+        if self._tokens is None and self.oauth is not None:
+            self._tokens = ClientCredentials(self.oauth)
+        elif self._tokens is None and self.token_file:
+            self._tokens = TokenFile(self.token_file)
+        return self._tokens
 
     def session(self) -> requests.Session:
         session = ArchiveSession()
-        if self.token:
+        source = self.token_source()
+        if source is not None:
+            session.auth = BearerAuth(source)
+        elif self.token:
             session.headers["Authorization"] = f"Bearer {self.token}"
         elif self.user:
             session.auth = (self.user, self.password or "")
@@ -248,7 +272,9 @@ class DicomWebArchive:
         """The start-up check (``auth.probe_archive``): raises ``ArchiveProblem`` for a refused certificate
         (exit 13) or refused credentials (exit 12); returns the problem when the archive did not answer
         within ``timeout_s``, None when it did."""
-        return probe_archive(self.settings.session(), self.settings.url, self.settings.tls, timeout_s)
+        source = self.settings.token_source()
+        return probe_archive(self.settings.session(), self.settings.url, self.settings.tls, timeout_s,
+                             fresh_credentials=bool(source is not None and source.fresh))
 
     def _client(self) -> _Client:
         client = getattr(self._local, "client", None)

@@ -12,6 +12,7 @@ same settings with :func:`dicomweb_settings`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -30,6 +31,15 @@ DICOMWEB_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("dicomweb_password", "Password for the archive (prefer the environment variable)."),
     OptionSpec("dicomweb_token", "Fixed bearer token for the archive, instead of a user and password "
                "(prefer the environment variable)."),
+    OptionSpec("dicomweb_token_file", "File with the archive's bearer token, re-read when it changes (a "
+               "projected service-account token, a sidecar's output)."),
+    OptionSpec("dicomweb_token_url", "OAuth2 token URL of the identity provider: client-credentials tokens "
+               "for the archive, refreshed before they expire."),
+    OptionSpec("dicomweb_client_id", "OAuth2 client id (with --dicomweb-token-url)."),
+    OptionSpec("dicomweb_client_secret", "OAuth2 client secret (prefer --dicomweb-client-secret-file)."),
+    OptionSpec("dicomweb_client_secret_file", "File with the OAuth2 client secret (a mounted Secret)."),
+    OptionSpec("dicomweb_scope", "OAuth2 scopes to ask for, space-separated."),
+    OptionSpec("dicomweb_audience", "OAuth2 audience (resource) to ask tokens for, where the issuer wants one."),
     OptionSpec("dicomweb_ca", "CA bundle that signed the archive's certificate (an internal CA)."),
     OptionSpec("dicomweb_cert", "Client certificate for mutual TLS with the archive."),
     OptionSpec("dicomweb_key", "Client key for mutual TLS with the archive (unencrypted PEM)."),
@@ -51,7 +61,31 @@ def dicomweb_settings(values: dict[str, Any], **kw: Any) -> DicomWebSettings | N
         return None
     tls = ArchiveTLS(ca=values.get("dicomweb_ca"), cert=values.get("dicomweb_cert"), key=values.get("dicomweb_key"))
     return DicomWebSettings.from_values(url, values.get("dicomweb_user"), values.get("dicomweb_password"),
-                                        values.get("dicomweb_token"), tls=tls, **kw)
+                                        values.get("dicomweb_token"), tls=tls, oauth=_oauth_client(values),
+                                        token_file=values.get("dicomweb_token_file"), **kw)
+
+
+def _oauth_client(values: dict[str, Any]) -> Any:
+    from .oauth import OAuthClient
+
+    url, client_id = values.get("dicomweb_token_url"), values.get("dicomweb_client_id")
+    secret, secret_file = values.get("dicomweb_client_secret"), values.get("dicomweb_client_secret_file")
+    if not (url or client_id or secret or secret_file):
+        return None
+    if not (url and client_id):
+        raise ValueError("OAuth2 to the archive needs --dicomweb-token-url and --dicomweb-client-id")
+    if secret and secret_file:
+        raise ValueError("give the OAuth2 client secret once: --dicomweb-client-secret-file or "
+                         "--dicomweb-client-secret")
+    if secret_file:
+        try:
+            secret = Path(secret_file).read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"--dicomweb-client-secret-file {secret_file!r}: {exc.strerror}") from None
+    if not secret:
+        raise ValueError("OAuth2 to the archive needs the client secret: --dicomweb-client-secret-file")
+    return OAuthClient(url, client_id, secret, scope=values.get("dicomweb_scope"),
+                       audience=values.get("dicomweb_audience"))
 
 
 def _build(values: dict[str, Any]) -> DicomWebSettings | None:
