@@ -155,6 +155,7 @@ def test_30_s_tokens_through_a_stream_with_the_issuer_down_and_back(
         producer.start()
         reader.read(lambda m: len(m[topics["result"]]) >= 5, timeout=300)
         time.sleep(70)  # more than two token lifetimes of steady traffic
+        before_outage = log_path.read_text()
         hydra.stop()
         deadline = time.monotonic() + 60  # longer than a token lives: the consumer must notice
         while time.monotonic() < deadline:
@@ -182,6 +183,8 @@ def test_30_s_tokens_through_a_stream_with_the_issuer_down_and_back(
     assert recovered == 1
     got = [m["request_id"] for m in msgs[topics["result"]]]
     assert set(got) == set(sent) and msgs[topics["dead"]] == []
+    # Tokens renewed in time: while the issuer was up the archive never refused us and nothing paused.
+    assert '"event": "archive_down"' not in before_outage, before_outage[-3000:]
     text = log_path.read_text()
     assert text.count('"event": "token_refresh_failed"') == 1, text[-3000:]
     assert '"event": "token_refresh_ok"' in text
