@@ -16,6 +16,7 @@ from skinbatch._process import reuse_large_buffers
 from skinbatch.connect.kafka import COMPRESSION_TYPES
 from skinbatch.connect.options import KAFKA_OPTIONS, TRITON_OPTIONS, OptionSpec, env_name, secret_option
 from skinbatch.contract import EXIT_CODE_EPILOG, SkinbatchError
+from skinbatch.dicomweb.options import DICOMWEB_OPTIONS
 from skinbatch.logs import configure_logging
 
 from .config import ConsumerConfig
@@ -86,11 +87,6 @@ def _shared(specs: tuple[OptionSpec, ...], required: str):  # type: ignore[no-un
 @_opt("session_timeout_ms", "Group session timeout: how soon a crashed member's partitions move.", type=int)
 @_opt("fetch_stall_s", "Seconds records may wait unfetched on assigned partitions before the consumer rejoins "
       "its group; as long again, and it exits 10 for its supervisor to restart it (0 disables).", type=float)
-@_opt("dicomweb_url", "DICOMweb root of the PACS/VNA that DICOMweb requests name instances in "
-      "(QIDO-RS, WADO-RS, STOW-RS), e.g. https://pacs.example.org/dicom-web.", default=None)
-@_opt("dicomweb_user", "User for HTTP basic authentication at the archive.", default=None)
-@_opt("dicomweb_password", "Password for the archive.", secret=True)
-@_opt("dicomweb_token", "Bearer token for the archive, instead of a user and password.", secret=True)
 @_opt("dicomweb_workers", "Concurrent HTTP requests to the archive.", type=int)
 @_opt("dicomweb_timeout_s", "Read timeout of one archive request, in seconds.", type=float)
 @_opt("store_results", "Store a DICOM Structured Report with the scores of each instance retrieved "
@@ -101,6 +97,7 @@ def _shared(specs: tuple[OptionSpec, ...], required: str):  # type: ignore[no-un
       "dead-lettered decode_memory and its worker replaced (0 disables).", type=click.IntRange(min=0))
 @_opt("liveness_timeout_s", "/livez fails once the main loop has not turned for this long; after twice as "
       "long the consumer exits 17 by itself (0 disables).", type=click.FloatRange(min=0))
+@_shared(DICOMWEB_OPTIONS, required="")
 @_shared(TRITON_OPTIONS, required="triton_url")
 @_shared(KAFKA_OPTIONS, required="bootstrap_servers")
 @click.option("--log-level", envvar=env_name("log_level"), show_envvar=True, default="INFO", show_default=True)
@@ -216,8 +213,20 @@ def build_consumer(config: ConsumerConfig, metrics: ConsumerMetrics | None = Non
         from skinbatch.dicomweb.client import DicomWebArchive
 
         archive = DicomWebArchive(settings)
+        _export_token_state(settings, metrics)
     return ScoringConsumer(config, kafka_consumer=consumer, producer=producer, scorer=scorer, watch_scorer=watch,
                            archive=archive, metrics=metrics)
+
+
+def _export_token_state(settings: Any, metrics: ConsumerMetrics | None) -> None:
+    """Failed OAuth2 token fetches as ``archive_token_refresh_failures_total`` and ``archive_token_ok``."""
+    from skinbatch.dicomweb.oauth import ClientCredentials
+
+    source = settings.token_source()
+    if metrics is None or not isinstance(source, ClientCredentials):
+        return
+    source.on_failure = lambda _reason: metrics.archive_token_failures.inc()
+    source.on_state = lambda ok: metrics.archive_token_ok.set(1 if ok else 0)
 
 
 if __name__ == "__main__":

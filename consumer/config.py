@@ -8,7 +8,7 @@ from typing import Any
 
 from skinbatch.connect.kafka import COMPRESSION_TYPES, KafkaConnection
 from skinbatch.connect.options import KAFKA_FIELDS, TritonTarget
-from skinbatch.connect.triton import TritonTLS, parse_triton_url
+from skinbatch.connect.triton import TritonTLS, parse_triton_url, read_admin_key
 from skinbatch.contract import ENSEMBLE, ConfigurationError
 
 
@@ -88,6 +88,15 @@ class ConsumerConfig:
     dicomweb_user: str | None = None
     dicomweb_password: str | None = field(default=None, repr=False)
     dicomweb_token: str | None = field(default=None, repr=False)
+    dicomweb_token_file: str | None = None
+    dicomweb_token_url: str | None = None
+    dicomweb_client_id: str | None = None
+    dicomweb_client_secret: str | None = field(default=None, repr=False)
+    dicomweb_scope: str | None = None
+    dicomweb_audience: str | None = None
+    dicomweb_ca: str | None = None
+    dicomweb_cert: str | None = None
+    dicomweb_key: str | None = None
     dicomweb_workers: int = 4
     """Concurrent HTTP requests to the archive (searches, retrievals, stores)."""
     dicomweb_timeout_s: float = 60.0
@@ -118,15 +127,16 @@ class ConsumerConfig:
             if self.store_results:
                 raise ConfigurationError("--store-results needs --dicomweb-url: the reports are stored in that archive")
             return None
-        from skinbatch.dicomweb.client import DicomWebSettings
+        from skinbatch.dicomweb.options import DICOMWEB_FIELDS, dicomweb_settings
 
-        return DicomWebSettings.from_values(self.dicomweb_url, self.dicomweb_user, self.dicomweb_password,
-                                            self.dicomweb_token, read_timeout_s=self.dicomweb_timeout_s)
+        return dicomweb_settings({name: getattr(self, name) for name in DICOMWEB_FIELDS},
+                                 read_timeout_s=self.dicomweb_timeout_s)
 
     def triton_target(self) -> TritonTarget:
         """The parsed ``--triton-url`` and its TLS files; ConfigurationError if they do not fit."""
         endpoint = parse_triton_url(self.triton_url)
-        tls = TritonTLS(ca=self.triton_ca, cert=self.triton_cert, key=self.triton_key)
+        tls = TritonTLS(ca=self.triton_ca, cert=self.triton_cert, key=self.triton_key,
+                        admin_key=read_admin_key(self.triton_admin_key, None))
         tls.check(endpoint)
         return TritonTarget(endpoint, tls)
 

@@ -50,6 +50,13 @@ class ConsumerMetrics:
         self.archive_up = Gauge(p + "archive_up", "1 while the DICOMweb archive answers (or none is configured), "
                                 "0 while the consumer waits for it", registry=r)
         self.archive_up.set(1)
+        self.archive_token_failures = Counter(
+            p + "archive_token_refresh_failures_total",
+            "Failed attempts to fetch an OAuth2 token for the DICOMweb archive (the issuer down or refusing us)",
+            registry=r)
+        self.archive_token_ok = Gauge(p + "archive_token_ok", "0 while fetching the archive's OAuth2 token "
+                                      "fails, 1 otherwise", registry=r)
+        self.archive_token_ok.set(1)
         self.fetch_stalls = Counter(p + "fetch_stalls_total", "Backlogs Kafka stopped delivering, by action taken: "
                                     "rejoin (the group) or exit (for a restart)", ["action"], registry=r)
         self.malignancy = Histogram(p + "malignancy", "P(malignant) of every scored frame, by model version "

@@ -33,6 +33,7 @@ from skinbatch.dicomweb.client import ArchiveUnavailable
 from skinbatch.dicomweb.retrieve import ByteMeter, Hold
 from skinbatch.imaging import DecodeLimits
 from skinbatch.modelcard import ModelCard
+from skinbatch.privacy import derived_id
 from skinbatch.scoring.pipeline import Mailbox
 from skinbatch.timers import Timers
 
@@ -140,7 +141,8 @@ class DicomWebResolver:
             return
         self._recovered()
         if outcome[0] != "ok":
-            self.owner.reject(job, job.request.explicit_id or job.request.dicomweb.uri, *_error(outcome), None)
+            self.owner.reject(job, job.request.explicit_id or derived_id(job.request.dicomweb.uri), *_error(outcome),
+                              None)
             return
         children = [Job(taken=job.taken, timestamp_ms=job.timestamp_ms, polled=job.polled, request=job.request,
                         parent=job, instance=instance) for instance in outcome[1]]

@@ -46,6 +46,7 @@ from skinbatch.contract import (
 from skinbatch.drift import ScoreWindow
 from skinbatch.imaging.model_input import ModelInput
 from skinbatch.modelcard import ModelCard
+from skinbatch.privacy import derived_id
 from skinbatch.scoring import TritonScorer, TritonTLSError, TritonUnavailable
 from skinbatch.scoring.pipeline import Mailbox, PipelineOptions, ScoredInput, ScoringPipeline
 from skinbatch.timers import Timers
@@ -447,21 +448,23 @@ class ScoringConsumer:
     def base_id(self, job: Job, fallback: str) -> str:
         """The request id results of this job derive from (before ``:<frame>``).
 
-        A study or series fans out: each instance gets ``<request id>/<SOP Instance UID>``, or just the
-        SOP Instance UID without an explicit id. An instance reference keeps the usual rule.
+        A study or series fans out: each instance gets ``<request id>/<SOP Instance UID>``, or without an
+        explicit id the keyed hash of the SOP Instance UID (``skinbatch.privacy.derived_id``), never the
+        UID itself. An instance reference keeps the usual rule; a ``fallback`` that is a UID is hashed too.
         """
         explicit = job.request.explicit_id if job.request else None
         ref = job.request.dicomweb if job.request else None
         if job.instance is not None and ref is not None and ref.level != "instance":
-            return f"{explicit}/{job.instance.instance}" if explicit else job.instance.instance
+            return f"{explicit}/{job.instance.instance}" if explicit else derived_id(job.instance.instance)
         if job.instance is not None:
-            return explicit or job.instance.instance
+            return explicit or derived_id(job.instance.instance)
         return explicit or fallback
 
     def _publish(self, job: Job) -> None:
         assert self.card is not None and job.decoded is not None
         d, card = job.decoded, self.card
-        base = self.base_id(job, ((d.dicom or {}).get("sop_instance_uid")) or d.sha256)
+        sop = (d.dicom or {}).get("sop_instance_uid")
+        base = self.base_id(job, derived_id(sop) if sop else d.sha256)
         frames = len(d.frame_numbers)
         # One frame named out of a multi-frame instance: its id keeps the ":<frame>" suffix.
         reference = job.request.dicomweb if job.request is not None else None
@@ -601,15 +604,26 @@ class ScoringConsumer:
 
 
 def preflight(config: ConsumerConfig) -> None:
-    """Before any work: every codec decodes, and Kafka accepts these settings (within 30 s).
+    """Before any work: every codec decodes, Kafka accepts these settings, and so does the DICOMweb
+    archive when one is configured (each within 30 s).
 
     Raises :class:`skinbatch.contract.KafkaProblem`: a missing codec package, a refused connection, an
-    untrusted certificate or refused credentials, each with its own exit code and what to do next.
+    untrusted certificate or refused credentials, each with its own exit code and what to do next; and
+    :class:`skinbatch.contract.ArchiveProblem` for the archive's certificate (13) or credentials (12). An
+    archive that does not answer is only logged: DICOMweb requests wait for it with backoff.
     """
     from skinbatch.connect.kafka import check_codecs, probe_kafka
 
     check_codecs()
     probe_kafka(config.kafka_connection())
+    settings = config.dicomweb_settings()
+    if settings is not None:
+        from skinbatch.dicomweb.client import DicomWebArchive
+
+        down = DicomWebArchive(settings).probe()
+        if down is not None:
+            log.warning("the DICOMweb archive does not answer at start-up (%s); DICOMweb requests wait for it",
+                        down, extra={"event": "archive_down_at_start"})
 
 
 def _where(taken: Taken) -> dict[str, Any]:

@@ -30,6 +30,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -390,10 +391,12 @@ def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def http_status(request: str | urllib.request.Request, timeout_s: float = 2.0) -> int | None:
-    """The HTTP status of a request to a local server, or None when nothing answers (yet)."""
+def http_status(request: str | urllib.request.Request, timeout_s: float = 2.0,
+                context: ssl.SSLContext | None = None) -> int | None:
+    """The HTTP status of a request to a local server, or None when nothing answers (yet).
+    ``context``: for an https URL, the CA (and client pair) to reach the server with."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - our own server
+        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as response:  # noqa: S310 - our own server
             return int(response.status)
     except urllib.error.HTTPError as error:
         return error.code

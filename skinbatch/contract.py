@@ -252,6 +252,16 @@ class KafkaProblem(ConnectionProblem):
         super().__init__(message, kind, ExitCode.KAFKA_CODEC if kind == "codec" else ExitCode.KAFKA)
 
 
+class ArchiveProblem(ConnectionProblem):
+    """The DICOMweb archive refused us at start-up: our certificate or its (``tls``, exit 13), our
+    credentials (``auth``, exit 12), or it did not answer (``refused``, ``timeout``: exit 8)."""
+
+    exit_code = ExitCode.ARCHIVE_DOWN
+
+    def __init__(self, message: str, kind: str = "refused") -> None:
+        super().__init__(message, kind, ExitCode.ARCHIVE_DOWN)
+
+
 __all__ = [
     "ENSEMBLE",
     "EXIT_CODE_EPILOG",
@@ -261,6 +271,7 @@ __all__ = [
     "SCORE_OUTPUTS",
     "TAXONOMY_STEP",
     "ArchiveError",
+    "ArchiveProblem",
     "ArchiveUnavailable",
     "ConfigurationError",
     "ConnectionProblem",

@@ -1,7 +1,9 @@
 """Structured logs: one JSON object per line, with the ``extra`` fields of each call.
 
 Callers pass identifiers such as topic, partition and offset, never patient data: no names, no
-accession numbers, no pixel values, no raw message content.
+accession numbers, no pixel values, no raw message content. As a second line of defence every line is
+scrubbed of DICOM UIDs (``skinbatch.privacy.scrub``): an error message that quotes an archive's answer
+about an instance carries ``uid:<keyed hash>`` instead of the UID.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import logging
 import sys
 import warnings
 from datetime import UTC, datetime
+
+from skinbatch.privacy import scrub
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
@@ -26,12 +30,19 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return scrub(json.dumps(entry, default=str, ensure_ascii=False))
+
+
+class ScrubbedFormatter(logging.Formatter):
+    """The plain text format, scrubbed of DICOM UIDs like the JSON one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
 
 
 def configure_logging(level: str = "INFO", json_format: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    plain = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    plain = ScrubbedFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     handler.setFormatter(JsonFormatter() if json_format else plain)
     root = logging.getLogger()
     root.handlers[:] = [handler]

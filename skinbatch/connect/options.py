@@ -36,7 +36,7 @@ import click
 from skinbatch.contract import ConfigurationError
 
 from .kafka import SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaConnection
-from .triton import ACCEPTED_FORMS, TritonEndpoint, TritonTLS, parse_triton_url
+from .triton import ACCEPTED_FORMS, TritonEndpoint, TritonTLS, parse_triton_url, read_admin_key
 
 ENV_PREFIX = "SKINBATCH_"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -100,6 +100,12 @@ def _secret_value(ctx: click.Context, param: click.Parameter, value: Any) -> Any
             raise _both(name)
         return from_file
     return value
+
+
+def warn_on_command_line(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """For a secret whose file variant is an option of its own (``--dicomweb-token-file``, re-read when
+    it changes): the same warning as a secret option's when it came on the command line."""
+    return _secret_value(ctx, param, value)
 
 
 def _secret_file(ctx: click.Context, param: click.Parameter, value: Any) -> None:
@@ -216,7 +222,8 @@ def triton_target(values: dict[str, Any]) -> TritonTarget:
     """The parsed endpoint and checked TLS files; :class:`click.UsageError` (listing the URL forms) otherwise."""
     try:
         endpoint = parse_triton_url(str(values.get("triton_url") or ""))
-        tls = TritonTLS(ca=values.get("triton_ca"), cert=values.get("triton_cert"), key=values.get("triton_key"))
+        tls = TritonTLS(ca=values.get("triton_ca"), cert=values.get("triton_cert"), key=values.get("triton_key"),
+                        admin_key=read_admin_key(values.get("triton_admin_key"), None))
         tls.check(endpoint)
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from None

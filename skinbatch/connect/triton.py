@@ -22,7 +22,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -135,6 +135,28 @@ def _valid_host(host: str) -> bool:
         return bool(_HOSTNAME.match(host))
 
 
+ADMIN_KEY_HEADER = "admin-key"
+"""The header Triton's ``--grpc-restricted-protocol``/``--http-restricted-api`` options name (docs/deploy.md)."""
+GRPC_HEADER_PREFIX = "triton-grpc-protocol-"
+"""Triton's gRPC server looks for restricted-protocol headers under this prefix."""
+
+
+def read_admin_key(key: str | None, key_file: str | None) -> str | None:
+    """The admin key from ``--triton-admin-key-file`` (preferred: a mounted Secret) or
+    ``--triton-admin-key``; ConfigurationError for both, or for a file that cannot be read or is empty."""
+    if key and key_file:
+        raise ConfigurationError("give the Triton admin key once: --triton-admin-key-file or --triton-admin-key")
+    if not key_file:
+        return key or None
+    try:
+        value = Path(key_file).read_text().strip()
+    except OSError as exc:
+        raise ConfigurationError(f"--triton-admin-key-file {key_file!r}: {exc.strerror or exc}") from None
+    if not value:
+        raise ConfigurationError(f"--triton-admin-key-file {key_file!r} is empty")
+    return value
+
+
 @dataclass(frozen=True)
 class TritonTLS:
     """Files for TLS to Triton (``grpcs://`` or ``https://``): the CA that signed the server's
@@ -143,10 +165,21 @@ class TritonTLS:
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
+    admin_key: str | None = field(default=None, repr=False)
+    """The value of the ``admin-key`` header that Triton's restricted APIs (model repository, shared
+    memory, logging, trace) ask for; sent with those calls only (``--triton-admin-key-file``)."""
 
     @property
     def given(self) -> bool:
         return any((self.ca, self.cert, self.key))
+
+    def admin_headers(self, protocol: str) -> dict[str, str] | None:
+        """Headers for a restricted Triton API call, or None without a key: ``admin-key`` over HTTP;
+        over gRPC Triton expects the name with its ``triton-grpc-protocol-`` prefix."""
+        if not self.admin_key:
+            return None
+        name = GRPC_HEADER_PREFIX + ADMIN_KEY_HEADER if protocol == "grpc" else ADMIN_KEY_HEADER
+        return {name: self.admin_key}
 
     def check(self, endpoint: TritonEndpoint) -> None:
         """Refuse files that would be ignored, or that cannot be read: never drop TLS silently."""
@@ -176,5 +209,5 @@ class TritonTLS:
         return context
 
 
-__all__ = ["ACCEPTED_FORMS", "GRPC_PORT", "HTTP_PORT", "METRICS_PORT", "TritonEndpoint", "TritonTLS",
-           "parse_triton_url"]
+__all__ = ["ACCEPTED_FORMS", "ADMIN_KEY_HEADER", "GRPC_PORT", "HTTP_PORT", "METRICS_PORT", "TritonEndpoint",
+           "TritonTLS", "parse_triton_url", "read_admin_key"]

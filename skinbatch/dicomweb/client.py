@@ -9,7 +9,8 @@ Every failure is sorted into one of three kinds, because the caller acts differe
   archive does not have: bad input, dead-lettered with ``type`` ``instance_not_found``.
 * :class:`ArchiveRejected`: any other 4xx. The archive refused this particular request.
 
-Credentials (HTTP basic or a bearer token) ride on the HTTP session; they are never put in a URL, an
+TLS files (a CA bundle, a client certificate and key) and credentials (HTTP basic or a bearer token;
+``auth.py``) ride on the HTTP session; they are never put in a URL, an
 exception message or a log record. Error messages name the HTTP status and the operation, not the URL.
 """
 
@@ -28,9 +29,11 @@ import pydicom
 import requests
 from dicomweb_client import DICOMwebClient
 
-from skinbatch.contract import ArchiveError, ArchiveUnavailable, ErrorType, ExitCode, InputRejected
+from skinbatch.contract import ArchiveError, ArchiveProblem, ArchiveUnavailable, ErrorType, ExitCode, InputRejected
 from skinbatch.imaging import DecodeLimits
 
+from .auth import PROBE_TIMEOUT_S, ArchiveSession, ArchiveTLS, probe_archive
+from .oauth import BearerAuth, ClientCredentials, OAuthClient, TokenFile, TokenSource
 from .references import DicomWebReference
 from .retrieve import Hold, InstanceFacts, fetch_instance, fetch_metadata, instance_url, screen
 
@@ -57,6 +60,9 @@ ENV_URL = "SKINBATCH_DICOMWEB_URL"
 ENV_USER = "SKINBATCH_DICOMWEB_USER"
 ENV_PASSWORD = "SKINBATCH_DICOMWEB_PASSWORD"
 ENV_TOKEN = "SKINBATCH_DICOMWEB_TOKEN"
+ENV_CA = "SKINBATCH_DICOMWEB_CA"
+ENV_CERT = "SKINBATCH_DICOMWEB_CERT"
+ENV_KEY = "SKINBATCH_DICOMWEB_KEY"
 
 _NO_METADATA_SERVICE = (400, 405, 406, 415)
 """Answers to a metadata request that mean the archive does not serve metadata, not a bad request."""
@@ -131,7 +137,14 @@ class DicomWebSettings:
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 60.0
     verify: bool | str = True
-    """TLS verification: True, False, or a CA bundle path."""
+    """TLS verification: True, False, or a CA bundle path (``tls.ca`` wins when given)."""
+    tls: ArchiveTLS = field(default_factory=ArchiveTLS)
+    """The CA bundle, and the client certificate and key for mutual TLS (``--dicomweb-ca/-cert/-key``)."""
+    oauth: OAuthClient | None = None
+    """OAuth2 client credentials: tokens fetched, cached and refreshed (``oauth.ClientCredentials``)."""
+    token_file: str | None = None
+    """A file holding the current bearer token, re-read when it changes (``oauth.TokenFile``)."""
+    _tokens: TokenSource | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_values(cls, url: str, user: str | None = None, password: str | None = None,
@@ -146,11 +159,16 @@ class DicomWebSettings:
             user, password = parsed.username, parsed.password
             host = parsed.hostname + (f":{parsed.port}" if parsed.port else "")
             parsed = parsed._replace(netloc=host)
-        if token and (user or password):
-            raise ValueError("give either a bearer token or a user and password for the archive, not both")
+        ways = [name for name, given in (("--dicomweb-user", user), ("--dicomweb-token", token),
+                                         ("--dicomweb-token-file", kw.get("token_file")),
+                                         ("--dicomweb-client-id", kw.get("oauth"))) if given]
+        if len(ways) > 1:
+            raise ValueError(f"give one way to log in to the archive, not {' and '.join(ways)}")
         if password and not user:
             raise ValueError("a DICOMweb password needs a user (--dicomweb-user)")
-        return cls(url=urlunparse(parsed).rstrip("/"), user=user, password=password, token=token, **kw)
+        settings = cls(url=urlunparse(parsed).rstrip("/"), user=user, password=password, token=token, **kw)
+        settings.tls.check(settings.url)
+        return settings
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> DicomWebSettings | None:
@@ -158,21 +176,37 @@ class DicomWebSettings:
         url = env.get(ENV_URL)
         if not url:
             return None
+        tls = ArchiveTLS(ca=env.get(ENV_CA) or None, cert=env.get(ENV_CERT) or None, key=env.get(ENV_KEY) or None)
         return cls.from_values(url, env.get(ENV_USER) or None, env.get(ENV_PASSWORD) or None,
-                               env.get(ENV_TOKEN) or None)
+                               env.get(ENV_TOKEN) or None, tls=tls)
 
     @property
     def auth_kind(self) -> str:
         """``basic``, ``bearer`` or ``none``: safe to log."""
+        if self.oauth:
+            return "oauth2"
+        if self.token_file:
+            return "token_file"
         return "bearer" if self.token else "basic" if self.user else "none"
 
+    def token_source(self) -> TokenSource | None:
+        """The one token cache every thread's session shares (None for basic auth or a fixed token)."""
+        if self._tokens is None and self.oauth is not None:
+            self._tokens = ClientCredentials(self.oauth)
+        elif self._tokens is None and self.token_file:
+            self._tokens = TokenFile(self.token_file)
+        return self._tokens
+
     def session(self) -> requests.Session:
-        session = requests.Session()
-        if self.token:
+        session = ArchiveSession()
+        source = self.token_source()
+        if source is not None:
+            session.auth = BearerAuth(source)
+        elif self.token:
             session.headers["Authorization"] = f"Bearer {self.token}"
         elif self.user:
             session.auth = (self.user, self.password or "")
-        session.verify = self.verify
+        self.tls.apply(session, self.verify)
         return session
 
 
@@ -218,6 +252,14 @@ class DicomWebArchive:
     @property
     def url(self) -> str:
         return self.settings.url
+
+    def probe(self, timeout_s: float = PROBE_TIMEOUT_S) -> ArchiveProblem | None:
+        """The start-up check (``auth.probe_archive``): raises ``ArchiveProblem`` for a refused certificate
+        (exit 13) or refused credentials (exit 12); returns the problem when the archive did not answer
+        within ``timeout_s``, None when it did."""
+        source = self.settings.token_source()
+        return probe_archive(self.settings.session(), self.settings.url, self.settings.tls, timeout_s,
+                             fresh_credentials=bool(source is not None and source.fresh))
 
     def _client(self) -> _Client:
         client = getattr(self._local, "client", None)

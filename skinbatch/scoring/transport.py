@@ -166,6 +166,7 @@ class GrpcTransport:
         self.endpoint = endpoint
         self._grpc = grpcclient
         self._client = grpcclient.InferenceServerClient(endpoint.address, **tls.grpc_kwargs(endpoint))
+        self._admin = tls.admin_headers("grpc")
         self._stream_open = False
 
     def _keep_channel_thread(self) -> None:
@@ -206,7 +207,8 @@ class GrpcTransport:
         return bool(self._call(self._client.is_model_ready, model, client_timeout=timeout_s))
 
     def repository_index(self, timeout_s: float) -> list[dict[str, Any]]:
-        index = self._call(self._client.get_model_repository_index, as_json=True, client_timeout=timeout_s)
+        index = self._call(self._client.get_model_repository_index, headers=self._admin, as_json=True,
+                           client_timeout=timeout_s)
         return list(index.get("models", []))
 
     def model_config(self, model: str, timeout_s: float) -> dict[str, Any]:
@@ -222,10 +224,12 @@ class GrpcTransport:
         return [inp], [self._grpc.InferRequestedOutput(name) for name in outputs]
 
     def register_shm(self, region: str, key: str, byte_size: int, timeout_s: float) -> None:
-        self._call(self._client.register_system_shared_memory, region, key, byte_size, client_timeout=timeout_s)
+        self._call(self._client.register_system_shared_memory, region, key, byte_size, headers=self._admin,
+                   client_timeout=timeout_s)
 
     def unregister_shm(self, region: str, timeout_s: float) -> None:
-        self._call(self._client.unregister_system_shared_memory, region, client_timeout=timeout_s)
+        self._call(self._client.unregister_system_shared_memory, region, headers=self._admin,
+                   client_timeout=timeout_s)
 
     def infer(self, model: str, images: Images, outputs: Sequence[str], timeout_s: float) -> Answer:
         inputs, requested = self._request(images, outputs)
@@ -284,6 +288,7 @@ class HttpTransport:
         self._thread = threading.Thread(target=self._loop.run_forever, name="triton-http", daemon=True)
         self._thread.start()
         context = tls.ssl_context() if endpoint.tls else None
+        self._admin = tls.admin_headers("http")
 
         async def make() -> Any:
             return httpclient.InferenceServerClient(endpoint.address, conn_limit=conn_limit, ssl=endpoint.tls,
@@ -316,7 +321,7 @@ class HttpTransport:
         return bool(self._wait(lambda: self._client.is_model_ready(model), timeout_s))
 
     def repository_index(self, timeout_s: float) -> list[dict[str, Any]]:
-        return list(self._wait(self._client.get_model_repository_index, timeout_s))
+        return list(self._wait(lambda: self._client.get_model_repository_index(headers=self._admin), timeout_s))
 
     def model_config(self, model: str, timeout_s: float) -> dict[str, Any]:
         return dict(self._wait(lambda: self._client.get_model_config(model), timeout_s))
@@ -325,10 +330,11 @@ class HttpTransport:
         return dict(self._wait(self._client.get_inference_statistics, timeout_s))
 
     def register_shm(self, region: str, key: str, byte_size: int, timeout_s: float) -> None:
-        self._wait(lambda: self._client.register_system_shared_memory(region, key, byte_size), timeout_s)
+        self._wait(lambda: self._client.register_system_shared_memory(region, key, byte_size, headers=self._admin),
+                   timeout_s)
 
     def unregister_shm(self, region: str, timeout_s: float) -> None:
-        self._wait(lambda: self._client.unregister_system_shared_memory(region), timeout_s)
+        self._wait(lambda: self._client.unregister_system_shared_memory(region, headers=self._admin), timeout_s)
 
     def _infer(self, model: str, images: Images, outputs: Sequence[str]) -> Callable[[], Coroutine[Any, Any, Answer]]:
         http = self._http

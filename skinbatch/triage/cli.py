@@ -6,12 +6,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from skinbatch.connect.options import TritonTarget, secret_option, triton_options
+from skinbatch.connect.options import TritonTarget, triton_options
 from skinbatch.contract import ENSEMBLE, EXIT_CODE_EPILOG, ExitCode, SkinbatchError
+from skinbatch.dicomweb.options import dicomweb_options
 from skinbatch.imaging import DecodeLimits
 from skinbatch.scoring.pipeline import SHARED_MEMORY_MODES
 from skinbatch.status.health import check_triton
@@ -21,6 +22,9 @@ from .report import write_reports
 from .run import Runner, RunOptions, RunSummary, default_workers
 from .state import StateMismatchError, TriageStore
 from .walk import Discovery, discover
+
+if TYPE_CHECKING:
+    from skinbatch.dicomweb.client import DicomWebSettings
 
 
 def _err(message: str) -> None:
@@ -67,12 +71,7 @@ def exit_code_for(summary: RunSummary, failed: int) -> ExitCode:
 @click.option("--progress/--no-progress", "show_progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
-@click.option("--dicomweb-url", envvar="SKINBATCH_DICOMWEB_URL", show_envvar=True, default=None,
-              help="Also (or instead of folders) score what a QIDO-RS query finds in this DICOMweb archive.")
-@click.option("--dicomweb-user", envvar="SKINBATCH_DICOMWEB_USER", show_envvar=True, default=None,
-              help="User for HTTP basic authentication at the archive.")
-@secret_option("dicomweb_password", "Password for the archive.")
-@secret_option("dicomweb_token", "Bearer token for the archive.")
+@dicomweb_options(help="Also (or instead of folders) score what a QIDO-RS query finds in this DICOMweb archive.")
 @click.option("--study-date", default=None, help="QIDO: StudyDate YYYYMMDD or range YYYYMMDD-YYYYMMDD.")
 @click.option("--modality", default=None, help="QIDO: modality of the series, e.g. XC (external camera).")
 @click.option("--sop-class", default=None,
@@ -82,8 +81,7 @@ def exit_code_for(summary: RunSummary, failed: int) -> ExitCode:
 def triage(archives: tuple[Path, ...], triton: TritonTarget, out_dir: Path, model: str, workers: int,
            max_in_flight: int, shared_memory: str, write_maps: bool, top_n: int, max_file_mb: float,
            max_pixels: int, triton_retry_s: float,
-           show_progress: bool | None, as_json: bool, dicomweb_url: str | None, dicomweb_user: str | None,
-           dicomweb_password: str | None, dicomweb_token: str | None, study_date: str | None,
+           show_progress: bool | None, as_json: bool, dicomweb: DicomWebSettings | None, study_date: str | None,
            modality: str | None, sop_class: str | None, patient_id: str | None, accession: str | None) -> None:
     """Score every image under ARCHIVE... (folders, files, DICOMDIRs) and rank them by malignancy.
 
@@ -107,18 +105,17 @@ def triage(archives: tuple[Path, ...], triton: TritonTarget, out_dir: Path, mode
 
     out_dir = out_dir.resolve()
     qido_filters = (study_date, modality, sop_class, patient_id, accession)
-    if not archives and not dicomweb_url:
+    if not archives and dicomweb is None:
         _err("give folders or files to score, or a DICOMweb archive with --dicomweb-url")
         sys.exit(int(ExitCode.USAGE))
-    if any(qido_filters) and not dicomweb_url:
+    if any(qido_filters) and dicomweb is None:
         _err("--study-date, --modality, --sop-class, --patient-id and --accession query a DICOMweb archive: "
              "add --dicomweb-url")
         sys.exit(int(ExitCode.USAGE))
     found = discover(archives, exclude=[out_dir])
     pacs_errors: list[tuple[Path, str, str]] = []
-    if dicomweb_url:
-        pacs_errors = _fetch_from_pacs(found, out_dir, dicomweb_url, dicomweb_user, dicomweb_password,
-                                       dicomweb_token, qido_filters, quiet=as_json)
+    if dicomweb is not None:
+        pacs_errors = _fetch_from_pacs(found, out_dir, dicomweb, qido_filters, quiet=as_json)
     for dicomdir, why in found.unreadable_dicomdirs:
         _err(f"a DICOMDIR could not be read ({why}); its folder is still walked")
     if not found.images and not found.missing and not pacs_errors:
@@ -191,19 +188,25 @@ def triage(archives: tuple[Path, ...], triton: TritonTarget, out_dir: Path, mode
     sys.exit(int(code))
 
 
-def _fetch_from_pacs(found: Discovery, out_dir: Path, url: str, user: str | None, password: str | None,
-                     token: str | None, filters: tuple[str | None, ...], quiet: bool) -> list[tuple[Path, str, str]]:
+def _fetch_from_pacs(found: Discovery, out_dir: Path, settings: DicomWebSettings,
+                     filters: tuple[str | None, ...], quiet: bool) -> list[tuple[Path, str, str]]:
     """Add the archive's matching instances (fetched into ``out_dir``) to ``found``; return fetch failures."""
-    from skinbatch.dicomweb.client import ArchiveError, ArchiveUnavailable, DicomWebArchive, DicomWebSettings
+    from skinbatch.contract import ArchiveProblem
+    from skinbatch.dicomweb.client import ArchiveError, ArchiveUnavailable, DicomWebArchive
 
     from .pacs import PacsQuery, fetch, find_instances
 
     try:
         query = PacsQuery(*filters)
-        archive = DicomWebArchive(DicomWebSettings.from_values(url, user, password, token))
     except ValueError as exc:
         _err(str(exc))
         sys.exit(int(ExitCode.USAGE))
+    archive = DicomWebArchive(settings)
+    try:
+        archive.probe()
+    except ArchiveProblem as exc:  # a refused certificate (13) or refused credentials (12)
+        _err(str(exc))
+        sys.exit(int(exc.exit_code))
     try:
         studies, refs = find_instances(archive, query)
     except ArchiveUnavailable as exc:
