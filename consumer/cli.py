@@ -21,6 +21,9 @@ from skinbatch.logs import configure_logging
 from .config import ConsumerConfig
 
 if TYPE_CHECKING:
+    from skinbatch.connect.triton import TritonEndpoint
+    from skinbatch.scoring.servers import AnyScorer, ScorerPool
+
     from .metrics import ConsumerMetrics
     from .service import ScoringConsumer
 
@@ -88,6 +91,9 @@ def _shared(specs: tuple[OptionSpec, ...], required: str):  # type: ignore[no-un
       "(prefer the environment variable).", default=None)
 @_opt("dicomweb_workers", "Concurrent HTTP requests to the archive.", type=int)
 @_opt("dicomweb_timeout_s", "Read timeout of one archive request, in seconds.", type=float)
+@_opt("triton_discovery", "How --triton-url names the Triton servers: list (one URL, or several separated by "
+      "commas) or dns (the addresses its host name resolves to, e.g. a headless Service). Requests are spread "
+      "per server; one that is down is skipped until it answers again.", type=click.Choice(["list", "dns"]))
 @_opt("store_results", "Store a DICOM Structured Report with the scores of each instance retrieved "
       "from the archive back into its study (STOW-RS).", is_flag=True, default=False)
 @_shared(TRITON_OPTIONS, required="triton_url")
@@ -195,9 +201,14 @@ def build_consumer(config: ConsumerConfig, metrics: ConsumerMetrics | None = Non
         enable_incremental_fetch_sessions=False,
         **security,
     )
-    target = config.triton_target()
-    scorer = TritonScorer(target.endpoint, model=config.model, timeout_s=config.triton_timeout_s, tls=target.tls)
-    watch = TritonScorer(target.endpoint, model=config.model, timeout_s=5, tls=target.tls)
+    scorer: AnyScorer
+    watch: AnyScorer
+    if config.several_tritons():
+        scorer, watch = _scorer_pool(config, config.triton_timeout_s).start(), _scorer_pool(config, 5)
+    else:
+        target = config.triton_target()
+        scorer = TritonScorer(target.endpoint, model=config.model, timeout_s=config.triton_timeout_s, tls=target.tls)
+        watch = TritonScorer(target.endpoint, model=config.model, timeout_s=5, tls=target.tls)
     archive = None
     settings = config.dicomweb_settings()
     if settings is not None:
@@ -206,6 +217,22 @@ def build_consumer(config: ConsumerConfig, metrics: ConsumerMetrics | None = Non
         archive = DicomWebArchive(settings)
     return ScoringConsumer(config, kafka_consumer=consumer, producer=producer, scorer=scorer, watch_scorer=watch,
                            archive=archive, metrics=metrics)
+
+
+def _scorer_pool(config: ConsumerConfig, timeout_s: float) -> ScorerPool:
+    """Several Tritons (skinbatch/scoring/servers.py): the listed URLs, or the addresses of one name."""
+    from skinbatch.scoring import TritonScorer
+    from skinbatch.scoring.servers import ScorerPool, resolve_addresses
+
+    targets = config.triton_targets()
+    tls = targets[0].tls
+    listed = [t.endpoint for t in targets]
+
+    def endpoints() -> list[TritonEndpoint]:
+        return resolve_addresses(listed[0]) if config.triton_discovery == "dns" else listed
+
+    return ScorerPool(endpoints, lambda e: TritonScorer(e, model=config.model, timeout_s=timeout_s, tls=tls),
+                      model=config.model)
 
 
 if __name__ == "__main__":

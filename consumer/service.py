@@ -41,8 +41,9 @@ from skinbatch.contract import (
 from skinbatch.drift import ScoreWindow
 from skinbatch.imaging.model_input import ModelInput
 from skinbatch.modelcard import ModelCard
-from skinbatch.scoring import TritonScorer, TritonTLSError, TritonUnavailable
+from skinbatch.scoring import TritonTLSError, TritonUnavailable
 from skinbatch.scoring.pipeline import Mailbox, PipelineOptions, ScoredInput, ScoringPipeline
+from skinbatch.scoring.servers import AnyScorer
 from skinbatch.timers import Timers
 
 from . import messages
@@ -68,7 +69,7 @@ class ScoringConsumer:
     """A member of the consumer group. ``run()`` blocks until ``stop()``; ``stop()`` is safe from any thread."""
 
     def __init__(self, config: ConsumerConfig, *, kafka_consumer: Any, producer: ResultProducer,
-                 scorer: TritonScorer, watch_scorer: TritonScorer | None = None, archive: Any = None,
+                 scorer: AnyScorer, watch_scorer: AnyScorer | None = None, archive: Any = None,
                  metrics: ConsumerMetrics | None = None) -> None:
         self.config = config
         self.metrics = metrics or ConsumerMetrics()
