@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from .service import ScoringConsumer
 
 
+TRANSACTION_TIMEOUT_MS = 30_000
+"""How long an open transaction of a producer that vanished holds back read_committed readers when no
+successor with its transactional id comes to abort it (docs/deploy.md)."""
+
 # Fields without a default (MISSING) are required flags; factory defaults are computed at run time.
 _DEFAULTS = {f.name: f.default for f in fields(ConsumerConfig) if f.default is not MISSING}
 
@@ -91,6 +95,11 @@ def _shared(specs: tuple[OptionSpec, ...], required: str):  # type: ignore[no-un
       "(prefer the environment variable).", default=None)
 @_opt("dicomweb_workers", "Concurrent HTTP requests to the archive.", type=int)
 @_opt("dicomweb_timeout_s", "Read timeout of one archive request, in seconds.", type=float)
+@_opt("exactly_once", "Commit results, dead letters and FHIR bundles with the offsets of the requests they "
+      "answer in one Kafka transaction: read_committed readers see each answer once. Requests are read "
+      "read_committed.", is_flag=True, default=False)
+@_opt("transactional_id", "Transactional id of this member with --exactly-once; keep it stable across "
+      "restarts (a StatefulSet pod name). Default: <group id>-<host name>.", default=None)
 @_opt("triton_discovery", "How --triton-url names the Triton servers: list (one URL, or several separated by "
       "commas) or dns (the addresses its host name resolves to, e.g. a headless Service). Requests are spread "
       "per server; one that is down is skipped until it answers again.", type=click.Choice(["list", "dns"]))
@@ -100,7 +109,7 @@ def _shared(specs: tuple[OptionSpec, ...], required: str):  # type: ignore[no-un
 @_shared(KAFKA_OPTIONS, required="bootstrap_servers")
 @click.option("--log-level", envvar=env_name("log_level"), show_envvar=True, default="INFO", show_default=True)
 def consume(log_level: str, **options: object) -> None:
-    """Score images streamed through Kafka, at least once.
+    """Score images streamed through Kafka, at least once (exactly once with --exactly-once).
 
     Results go to the result topic keyed by request id; bad input goes to the dead-letter topic
     with a reason. SIGTERM or Ctrl-C drains in-flight work, commits and exits 0. Exit 1: repeated
@@ -174,8 +183,17 @@ def build_consumer(config: ConsumerConfig, metrics: ConsumerMetrics | None = Non
 
     def make_producer(**sizes: int) -> KafkaProducer:
         codec = None if config.compression_type == "none" else config.compression_type
-        return KafkaProducer(client_id=config.client_id, acks="all", enable_idempotence=True,
-                             linger_ms=config.linger_ms, compression_type=codec, **sizes, **security)
+        transactional: dict[str, Any] = {}
+        if config.exactly_once:
+            transactional = {"transactional_id": config.transactional_id_or_default(),
+                             "transaction_timeout_ms": TRANSACTION_TIMEOUT_MS}
+        producer = KafkaProducer(client_id=config.client_id, acks="all", enable_idempotence=True,
+                                 linger_ms=config.linger_ms, compression_type=codec, **transactional, **sizes,
+                                 **security)
+        if config.exactly_once:
+            # Fences an earlier producer with this id (a killed predecessor) and aborts its open transaction.
+            producer.init_transactions()
+        return producer
 
     def limits() -> dict[str, int]:
         admin = KafkaAdminClient(client_id=f"{config.client_id}-limits", **security)
@@ -199,6 +217,8 @@ def build_consumer(config: ConsumerConfig, metrics: ConsumerMetrics | None = Non
         # Full fetch requests: a few partitions per member make incremental fetch sessions (KIP-227) save
         # nothing, and in kafka-python they have left partitions unfetched (upstream issue #2575).
         enable_incremental_fetch_sessions=False,
+        # --exactly-once: never score a request an upstream transactional producer aborted.
+        isolation_level="read_committed" if config.exactly_once else "read_uncommitted",
         **security,
     )
     scorer: AnyScorer

@@ -74,6 +74,12 @@ class ConsumerConfig:
     """Codec of the records this consumer produces (results, dead letters). lz4: JSON results shrink
     several-fold at a cost of microseconds per batch, and every mainstream client reads it."""
 
+    exactly_once: bool = False
+    """Commit results, dead letters and FHIR bundles with the offsets they answer in one Kafka transaction
+    (consumer/transactions.py); requests are read ``read_committed``. Readers must read ``read_committed``."""
+    transactional_id: str | None = None
+    """The producer's transactional id with --exactly-once: stable across restarts of the same member (a
+    StatefulSet pod's name); ``<group id>-<host name>`` when unset."""
     triton_discovery: str = "list"
     """How ``--triton-url`` names the Triton servers: ``list`` (one URL, or several separated by commas) or
     ``dns`` (one URL whose host name resolves to every server's address, looked up again every 30 s: a
@@ -136,6 +142,12 @@ class ConsumerConfig:
                                      "it resolves to cannot match a TLS certificate's name); with TLS, list the "
                                      "servers' names in --triton-url, separated by commas")
         return targets
+
+    def transactional_id_or_default(self) -> str:
+        """--transactional-id, else ``<group id>-<host name>`` (a StatefulSet pod keeps its name)."""
+        import socket
+
+        return self.transactional_id or f"{self.group_id}-{socket.gethostname()}"
 
     def several_tritons(self) -> bool:
         """More than one server, or servers found through DNS: a ScorerPool, not one TritonScorer."""

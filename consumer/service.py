@@ -57,6 +57,7 @@ from .requests import explicit_request_id, parse_request
 from .resolver import DicomWebResolver
 from .sink import Record, ResultSink
 from .source import KafkaSource, Taken
+from .transactions import make_committer
 from .watchdog import Verdict
 
 log = logging.getLogger("skinbatch.consumer")
@@ -85,11 +86,15 @@ class ScoringConsumer:
         self._windows: dict[str, ScoreWindow] = {}
         self._next_gauges = 0.0
         self._next_paused_poll = 0.0
+        self.committer = make_committer(config.exactly_once, kafka_consumer, producer,
+                                        on_fatal=lambda problem: self._fail(problem, "transaction_fenced"))
         self.source = KafkaSource(kafka_consumer, config.request_topic, self.metrics,
-                                  commit_interval_s=config.commit_interval_s, fetch_stall_s=config.fetch_stall_s)
+                                  commit_interval_s=config.commit_interval_s, fetch_stall_s=config.fetch_stall_s,
+                                  committer=self.committer)
         self.sink = ResultSink(producer, self.mailbox, self.timers, self.metrics,
                                dead_letter_topic=config.dead_letter_topic, retry_s=config.retry_initial_s,
-                               on_fatal=lambda problem: self._fail(problem, "dead_letter_too_large"))
+                               on_fatal=lambda problem: self._fail(problem, "dead_letter_too_large"),
+                               committer=self.committer)
         options = PipelineOptions(workers=config.decode_workers, limits=config.decode_limits(),
                                   max_frames=config.max_infer_in_flight, max_requests=config.max_infer_requests,
                                   max_batch=config.max_infer_batch,
@@ -203,6 +208,7 @@ class ScoringConsumer:
         cfg = self.config
         resolver = self.resolver
         saturated = (self.source.tracker.in_flight() >= cfg.max_in_flight or not self._room_for_bytes()
+                     or self.committer.holding >= cfg.max_in_flight  # answers waiting for their transaction
                      or self.pipeline.saturated
                      or (resolver is not None and (resolver.backlog >= cfg.max_in_flight or resolver.down_since)))
         self.source.flow(bool(saturated) or self._stop.is_set())

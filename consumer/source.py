@@ -32,6 +32,7 @@ from skinbatch.contract import KafkaProblem
 
 from .metrics import ConsumerMetrics
 from .offsets import OffsetTracker
+from .transactions import Committer, PlainCommitter
 from .watchdog import FetchWatchdog, Verdict
 
 log = logging.getLogger("skinbatch.consumer")
@@ -62,8 +63,11 @@ class KafkaSource:
     """One consumer-group member's view of the request topic."""
 
     def __init__(self, consumer: Any, topic: str, metrics: ConsumerMetrics, *, commit_interval_s: float = 1.0,
-                 fetch_stall_s: float = 120.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 fetch_stall_s: float = 120.0, clock: Callable[[], float] = time.monotonic,
+                 committer: Committer | None = None) -> None:
         self.consumer = consumer
+        self.committer = committer or PlainCommitter(consumer)
+        """Commits the done prefix: plainly, or in a transaction with its answers (consumer/transactions.py)."""
         self.topic = topic
         self.metrics = metrics
         self.tracker = OffsetTracker()
@@ -96,6 +100,7 @@ class KafkaSource:
             if restart is not None:
                 self._restart_at[tp] = restart
             self.tracker.forget(tp)
+            self.committer.forget(tp)
             self._bump(tp)
         log.info("partitions revoked", extra={"event": "revoked", "partitions": [tp.partition for tp in revoked]})
 
@@ -170,8 +175,7 @@ class KafkaSource:
 
     def _commit(self, positions: dict[Any, int]) -> None:
         try:
-            self.consumer.commit({tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()},
-                                 timeout_ms=10_000)
+            self.committer.commit({tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()})
             self.tracker.mark_committed(positions)
         except Exception as exc:  # noqa: BLE001 - a failed commit only means some redelivery later
             log.warning("commit failed; will retry", extra={"event": "commit_failed", "error": type(exc).__name__})
