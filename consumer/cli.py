@@ -224,7 +224,7 @@ def build_consumer(config: ConsumerConfig, metrics: ConsumerMetrics | None = Non
     scorer: AnyScorer
     watch: AnyScorer
     if config.several_tritons():
-        scorer, watch = _scorer_pool(config, config.triton_timeout_s).start(), _scorer_pool(config, 5)
+        scorer, watch = _scorer_pool(config, config.triton_timeout_s).start(), _scorer_pool(config, 5).start()
     else:
         target = config.triton_target()
         scorer = TritonScorer(target.endpoint, model=config.model, timeout_s=config.triton_timeout_s, tls=target.tls)

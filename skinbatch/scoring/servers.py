@@ -156,6 +156,8 @@ class ScorerPool:
         card was updated in place), else the card a live server serves now (a rollout finished)."""
         cards: list[ModelCard] = []
         error: Exception | None = None
+        if not self._live():
+            self.probe()
         for server in self._live():
             try:
                 cards.append(server.scorer.load_card())

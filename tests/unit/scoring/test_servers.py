@@ -199,3 +199,9 @@ def test_statistics_are_summed_per_model() -> None:
 def test_an_empty_list_is_refused() -> None:
     with pytest.raises(TritonUnavailable, match="no Triton server"):
         ScorerPool(lambda: [], lambda e: FakeServer(e))  # type: ignore[arg-type,return-value]
+
+
+def test_a_fresh_pool_reads_the_card_without_being_asked_whether_it_is_ready() -> None:
+    endpoints = [parse_triton_url("grpc://10.0.0.1:8001")]
+    pool = ScorerPool(lambda: endpoints, lambda e: FakeServer(e), probe_every_s=3600)  # type: ignore[arg-type,return-value]
+    assert pool.load_card().version == "1"  # ModelWatch's first look
