@@ -32,6 +32,8 @@ BATCH_OVERHEAD = 1024
 MIN_TOPIC_LIMIT = 16384
 """Smaller topic limits leave no room for an ordinary result (about 2 KB)."""
 REBUILD_INTERVAL_S = 5.0
+TRANSACTION_STEP_S = 15.0
+"""How long one step of a transaction (offsets, commit, abort) may wait for the coordinator."""
 
 
 class RecordTooLarge(SkinbatchError):
@@ -120,17 +122,30 @@ class ResultProducer:
         return self._producer.send(topic, key=key, value=value, headers=headers or None)
 
     # -- transactions (consume --exactly-once; the factory made a transactional producer) -----------------
+    # kafka-python 3.0 waits for the transaction coordinator without a limit: after the broker that was
+    # coordinator died, a member was seen waiting for minutes in send_offsets_to_transaction while the
+    # producer kept asking the dead node. Each step waits at most TRANSACTION_STEP_S here; on a timeout
+    # the caller aborts, and a producer that cannot abort is replaced (a new one finds the coordinator
+    # afresh, fences the old one and aborts its transaction).
     def begin_transaction(self) -> None:
         self._producer.begin_transaction()
 
     def send_offsets_to_transaction(self, offsets: Mapping[Any, Any], group_metadata: Any) -> None:
-        self._producer.send_offsets_to_transaction(dict(offsets), group_metadata)
+        manager = self._producer._transaction_manager
+        self._wait(manager.send_offsets_to_transaction(dict(offsets), group_metadata), "send_offsets_to_transaction")
 
     def commit_transaction(self) -> None:
-        self._producer.commit_transaction()
+        self._wait(self._producer._transaction_manager.begin_commit(), "commit_transaction")
 
     def abort_transaction(self) -> None:
-        self._producer.abort_transaction()
+        self._wait(self._producer._transaction_manager.begin_abort(), "abort_transaction")
+
+    def _wait(self, result: Any, step: str) -> None:
+        from kafka.errors import KafkaTimeoutError
+
+        self._producer._sender.wakeup()
+        if not result.wait(timeout_ms=int(TRANSACTION_STEP_S * 1000)):
+            raise KafkaTimeoutError(f"{step} did not complete within {TRANSACTION_STEP_S:.0f} s")
 
     def failed(self, error: BaseException) -> None:
         """A send failed: after a non-retriable error (or a producer in its fatal state), rebuild it."""

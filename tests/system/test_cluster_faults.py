@@ -7,6 +7,9 @@ started again.
 With ``--exactly-once`` a ``read_committed`` reader sees every request answered exactly once: 0 lost,
 0 duplicates, 0 dead letters. Without it nothing is lost, and the duplicates are counted and reported.
 The time each fault took to heal is printed (no timing assertions: figures are not facts on a busy box).
+
+The Tritons serve the stand-in model (``standin_repository``: the same ensemble, taxonomy step and card
+around a cheap graph): Inception-v3 on two shared CPU cores answered 40 of the 600 in three minutes.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ class Stream:
         self.heal[name] = time.monotonic() - since
 
 
-def _run_with_faults(cluster: KafkaCluster, cpu_repository: Path, tmp_path: Path, exactly_once: bool
+def _run_with_faults(cluster: KafkaCluster, standin_repository: Path, tmp_path: Path, exactly_once: bool
                      ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str], dict[str, float]]:
     topics = unique_topics("eos" if exactly_once else "alo")
     cluster.create_topics({topics["request"]: 6, topics["result"]: 3, topics["dead"]: 1}, config=PRODUCTION_TOPIC)
@@ -67,10 +70,10 @@ def _run_with_faults(cluster: KafkaCluster, cpu_repository: Path, tmp_path: Path
     produce(cluster.bootstrap_servers, topics["request"],
             [(f"m-{i:03d}", jpegs[i % len(jpegs)], []) for i in range(REQUESTS)])
     isolation = "read_committed" if exactly_once else "read_uncommitted"
-    with local_triton(cpu_repository, tmp_path / "triton-1") as t1, \
-            local_triton(cpu_repository, tmp_path / "triton-2") as t2:
+    with local_triton(standin_repository, tmp_path / "triton-1") as t1, \
+            local_triton(standin_repository, tmp_path / "triton-2") as t2:
         def consumer(n: int) -> ConsumerProcess:
-            extra = ["--max-in-flight", "24", "--triton-discovery", "list"]
+            extra = ["--max-in-flight", "24", "--triton-discovery", "list", "--max-infer-requests", "2"]
             if exactly_once:
                 extra += ["--exactly-once", "--transactional-id", f"{topics['request']}-member-{n}"]
             return ConsumerProcess(cluster.bootstrap_servers, f"{t1.grpc_url},{t2.grpc_url}", topics, "g-cluster",
@@ -155,9 +158,9 @@ def _report(mode: str, msgs: dict[str, list[dict[str, Any]]], topics: dict[str, 
 
 
 @pytest.mark.parametrize("exactly_once", [True, False], ids=["exactly-once", "at-least-once"])
-def test_every_request_answered_through_every_fault(kafka_cluster: KafkaCluster, cpu_repository: Path,
+def test_every_request_answered_through_every_fault(kafka_cluster: KafkaCluster, standin_repository: Path,
                                                     tmp_path: Path, exactly_once: bool) -> None:
-    msgs, topics, heal = _run_with_faults(kafka_cluster, cpu_repository, tmp_path, exactly_once)
+    msgs, topics, heal = _run_with_faults(kafka_cluster, standin_repository, tmp_path, exactly_once)
     ids = {f"m-{i:03d}" for i in range(REQUESTS)}
     answered, counts, duplicates = _report("exactly once" if exactly_once else "at least once", msgs, topics, heal)
     assert ids - answered == set(), "lost"
