@@ -12,7 +12,10 @@
   the consumer's group metadata (``send_offsets_to_transaction``, KIP-447), and commits. A
   ``read_committed`` reader then sees each answer exactly when its request's offset is committed: once.
   A crash, a fenced zombie (a member the group has since replaced) or a failed commit aborts the whole
-  transaction; the messages are redelivered and answered in a later one.
+  transaction; the messages are redelivered and answered in a later one. A producer fenced by the
+  coordinator (it aborted a transaction that outlived ``transaction_timeout_ms`` during a broker outage)
+  is replaced by a new one with the same id; fenced twice within a minute, two members share the id, and
+  the consumer stops (exit 6).
 
 Answers past a partition's prefix (a later offset finished while an earlier one is still in flight) wait
 in memory until the prefix reaches them, and go out with the first commit after that (``commit_interval_s``,
@@ -24,6 +27,7 @@ in memory until the prefix reaches them, and go out with the first commit after 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -32,6 +36,9 @@ from kafka import TopicPartition
 from skinbatch.contract import KafkaProblem
 
 log = logging.getLogger("skinbatch.consumer")
+
+FENCED_AGAIN_S = 60.0
+"""A producer fenced again this soon after the last time shares its transactional id with another member."""
 
 Encoded = tuple[str, bytes, bytes, list[tuple[str, bytes]]]
 """A record ready to produce: topic, key, value, headers."""
@@ -78,8 +85,11 @@ class TransactionalCommitter:
 
     transactional = True
 
-    def __init__(self, consumer: Any, producer: Any, on_fatal: Callable[[KafkaProblem], None]) -> None:
+    def __init__(self, consumer: Any, producer: Any, on_fatal: Callable[[KafkaProblem], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.consumer = consumer
+        self._clock = clock
+        self._last_fenced: float | None = None
         self.producer = producer
         self.on_fatal = on_fatal
         self._held: dict[TopicPartition, dict[int, list[Encoded]]] = {}
@@ -121,9 +131,7 @@ class TransactionalCommitter:
             producer.send_offsets_to_transaction(offsets, self.consumer.group_metadata())
             producer.commit_transaction()
         except ProducerFencedError as exc:
-            self.on_fatal(KafkaProblem(
-                f"another producer with this consumer's transactional id took over ({type(exc).__name__}): two "
-                "members share one --transactional-id, or this process was replaced; stopping", kind="fenced"))
+            self._fenced(exc)
             raise
         except Exception as exc:
             self._abort(exc)
@@ -132,6 +140,22 @@ class TransactionalCommitter:
             for offset in held_offsets:
                 del self._held[tp][offset]
         self.transactions += 1
+
+    def _fenced(self, error: BaseException) -> None:
+        """The coordinator bumped our producer epoch: it aborted a transaction that stayed open past its
+        timeout (a broker outage), or another producer took our transactional id. Once: a new producer
+        (same id) carries on. Twice within ``FENCED_AGAIN_S``: two members share the id; stop."""
+        now = self._clock()
+        if self._last_fenced is not None and now - self._last_fenced < FENCED_AGAIN_S:
+            self.on_fatal(KafkaProblem(
+                f"this consumer's producer was fenced twice within {FENCED_AGAIN_S:.0f} s ({type(error).__name__}): "
+                "another member uses the same --transactional-id; stopping", kind="fenced"))
+            return
+        self._last_fenced = now
+        log.error("the transactional producer was fenced (a transaction that outlived its timeout was aborted, "
+                  "or another member has this transactional id); replacing it",
+                  extra={"event": "transaction_fenced", "error": type(error).__name__})
+        self.producer.rebuild(error)
 
     def _abort(self, error: BaseException) -> None:
         """Abort the open transaction; a producer that cannot is replaced (the new one aborts it for us)."""

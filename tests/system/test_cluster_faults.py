@@ -1,5 +1,6 @@
 """Every fault at once on a real cluster: three KRaft brokers (RF 3, min ISR 2, no unclean election), two
-Tritons and three consumers in one group, with a stream of 600 requests. While it runs, the broker that
+Tritons and three consumers in one group, with a stream of 600 requests (5 a second, sent while the
+faults happen). While it runs, the broker that
 leads the most request partitions is SIGKILLed and started again, a consumer is SIGKILLed and a new one
 takes its place (with its transactional id, as a StatefulSet pod would), and a Triton is SIGKILLed and
 started again.
@@ -14,6 +15,7 @@ around a cheap graph): Inception-v3 on two shared CPU cores answered 40 of the 6
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,7 +25,7 @@ import pytest
 
 from skinbatch.samples import synthetic_jpeg
 from tests.fixtures.cluster import PRODUCTION_TOPIC, KafkaCluster
-from tests.fixtures.stack import ConsumerProcess, TopicReader, produce, unique_topics
+from tests.fixtures.stack import ConsumerProcess, TopicReader, unique_topics
 from tests.fixtures.triton import local_triton
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
@@ -41,6 +43,8 @@ class Stream:
     def __init__(self, reader: TopicReader, topics: dict[str, str], consumers: list[ConsumerProcess]) -> None:
         self.reader, self.topics, self.consumers = reader, topics, consumers
         self.heal: dict[str, float] = {}
+        self.at: dict[str, int] = {}
+        """How many requests were answered when each fault struck."""
 
     def answered(self) -> int:
         return _answered(self.reader.messages, self.topics)
@@ -55,11 +59,32 @@ class Stream:
             logs = "\n".join(f"--- consumer {i}:\n{c.log()[-3000:]}" for i, c in enumerate(self.consumers))
             raise AssertionError(f"only {self.answered()} of {n} answered\n{logs}") from None
 
-    def timed(self, name: str, since: float, more: int = 30) -> None:
+    def timed(self, name: str, since: float, more: int = 20) -> None:
         """Record how long after ``since`` the stream answered ``more`` further requests."""
         target = min(REQUESTS, self.answered() + more)
         self.wait_for(target)
         self.heal[name] = time.monotonic() - since
+
+
+def _produce_steadily(bootstrap: str, topic: str, jpegs: list[bytes], per_s: float,
+                      stop: threading.Event) -> threading.Thread:
+    """Send the requests at ``per_s`` a second from a thread, so that every fault hits a running stream."""
+    from kafka import KafkaProducer
+
+    def run() -> None:
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+        start = time.monotonic()
+        for i in range(REQUESTS):
+            if stop.is_set():
+                break
+            time.sleep(max(0.0, start + i / per_s - time.monotonic()))
+            producer.send(topic, key=f"m-{i:03d}".encode(), value=jpegs[i % len(jpegs)])
+        producer.flush(120)
+        producer.close(10)
+
+    thread = threading.Thread(target=run, name="requests", daemon=True)
+    thread.start()
+    return thread
 
 
 def _run_with_faults(cluster: KafkaCluster, standin_repository: Path, tmp_path: Path, exactly_once: bool
@@ -67,8 +92,6 @@ def _run_with_faults(cluster: KafkaCluster, standin_repository: Path, tmp_path: 
     topics = unique_topics("eos" if exactly_once else "alo")
     cluster.create_topics({topics["request"]: 6, topics["result"]: 3, topics["dead"]: 1}, config=PRODUCTION_TOPIC)
     jpegs = [synthetic_jpeg(96, 72, seed=s) for s in range(8)]
-    produce(cluster.bootstrap_servers, topics["request"],
-            [(f"m-{i:03d}", jpegs[i % len(jpegs)], []) for i in range(REQUESTS)])
     isolation = "read_committed" if exactly_once else "read_uncommitted"
     with local_triton(standin_repository, tmp_path / "triton-1") as t1, \
             local_triton(standin_repository, tmp_path / "triton-2") as t2:
@@ -82,16 +105,17 @@ def _run_with_faults(cluster: KafkaCluster, standin_repository: Path, tmp_path: 
         consumers = [consumer(n).start() for n in range(3)]
         reader = TopicReader(cluster.bootstrap_servers, topics["result"], topics["dead"], isolation_level=isolation)
         stream = Stream(reader, topics, consumers)
+        stop = threading.Event()
+        requests = _produce_steadily(cluster.bootstrap_servers, topics["request"], jpegs, 5.0, stop)
         try:
-            stream.wait_for(60)
+            stream.wait_for(40)
             _kill_broker(cluster, topics["request"], stream)
-            stream.wait_for(stream.answered() + 60)
 
+            stream.at["consumer"] = stream.answered()
             killed = time.monotonic()
             consumers[1].kill()  # the same member comes back: its id fences and aborts what the dead one left
             consumers[1] = consumer(1).start()
-            stream.timed("consumer SIGKILLed: 30 more answers", killed)
-            stream.wait_for(stream.answered() + 60)
+            stream.timed("consumer SIGKILLed: 20 more answers", killed)
 
             _kill_triton(t1, stream)
             stream.wait_for(REQUESTS, timeout=500)
@@ -100,19 +124,24 @@ def _run_with_faults(cluster: KafkaCluster, standin_repository: Path, tmp_path: 
             for c in consumers:
                 assert c.alive(), c.log()
         finally:
+            stop.set()
+            requests.join(150)
             reader.close()
             for c in consumers:
                 if c.alive():
                     c.stop()
+    for fault, answered in stream.at.items():
+        print(f"{fault} SIGKILLed with {answered} of {REQUESTS} answered")
     return msgs, topics, stream.heal
 
 
 def _kill_broker(cluster: KafkaCluster, request_topic: str, stream: Stream) -> None:
     node = cluster.leader_of_most(request_topic)
+    stream.at["broker"] = stream.answered()
     killed = time.monotonic()
     cluster.kill(node)
     stream.heal["broker SIGKILLed: every partition led again"] = cluster.wait_leaders(request_topic)
-    stream.timed("broker SIGKILLed: 30 more answers", killed)
+    stream.timed("broker SIGKILLed: 20 more answers", killed)
     restarted = time.monotonic()
     stream.heal["broker restarted: answering"] = cluster.restart(node)
     cluster.wait_in_sync(request_topic)
@@ -121,9 +150,10 @@ def _kill_broker(cluster: KafkaCluster, request_topic: str, stream: Stream) -> N
 
 def _kill_triton(triton: Any, stream: Stream) -> None:
     sizes = [c.log_path.stat().st_size for c in stream.consumers]
+    stream.at["Triton"] = stream.answered()
     killed = time.monotonic()
     triton.kill()
-    stream.timed("Triton SIGKILLed: 30 more answers from the other", killed)
+    stream.timed("Triton SIGKILLed: 20 more answers from the other", killed)
     restarted = time.monotonic()
     triton.start()
     triton.wait_ready(180)

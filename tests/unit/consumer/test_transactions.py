@@ -97,13 +97,18 @@ def test_a_failed_transaction_is_aborted_and_its_answers_go_with_the_next() -> N
     assert producer.committed == [([b"r0"], {TP: 1})]
 
 
-def test_a_fenced_producer_stops_the_consumer() -> None:
+def test_a_fenced_producer_is_replaced_once_and_stops_the_consumer_when_fenced_again() -> None:
     committer, producer, fatal = _committer()
     committer.hold(TP, 0, _answer(0))
     producer.fail_offsets = ProducerFencedError()
     with pytest.raises(ProducerFencedError):
         committer.commit({TP: OffsetAndMetadata(1, "", -1)})
-    assert [p.kind for p in fatal] == ["fenced"]
+    assert producer.rebuilds == 1 and fatal == []  # a transaction the coordinator timed out: carry on
+    producer.open = None
+    producer.fail_offsets = ProducerFencedError()
+    with pytest.raises(ProducerFencedError):
+        committer.commit({TP: OffsetAndMetadata(1, "", -1)})
+    assert [p.kind for p in fatal] == ["fenced"]  # again at once: another member has this id
 
 
 def test_a_revoked_partition_drops_what_is_held_for_it() -> None:
