@@ -1,4 +1,4 @@
-"""The scoring consumer: Kafka → the scoring pipeline → Kafka, at least once.
+"""The scoring consumer: Kafka → the scoring pipeline → Kafka, at least once (exactly once with --exactly-once).
 
 One loop thread drives a few collaborators, each with one job, all passed in:
 

@@ -112,10 +112,13 @@ def _run_with_faults(cluster: KafkaCluster, standin_repository: Path, tmp_path: 
             _kill_broker(cluster, topics["request"], stream)
 
             stream.at["consumer"] = stream.answered()
+            before = [c.log_path.stat().st_size for c in consumers]
             killed = time.monotonic()
             consumers[1].kill()  # the same member comes back: its id fences and aborts what the dead one left
             consumers[1] = consumer(1).start()
-            stream.timed("consumer SIGKILLed: 20 more answers", killed)
+            stream.timed("consumer SIGKILLed: 20 more answers (from any member)", killed)
+            stream.heal["consumer SIGKILLed: its replacement owns partitions"] = _first_log_line_after(
+                [consumers[1]], before[1:2], "partitions assigned", since=killed, timeout=120)
 
             _kill_triton(t1, stream)
             stream.wait_for(REQUESTS, timeout=500)
