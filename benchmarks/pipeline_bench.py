@@ -176,9 +176,11 @@ def _tree_rss_mb(pid: int) -> float:
 
 
 def consumer_run(broker: Any, triton: Any, values: list[bytes], extra: list[str], workdir: Path,
-                 sample_memory: bool = False, env: dict[str, str] | None = None) -> dict[str, Any]:
+                 sample_memory: bool = False, env: dict[str, str] | None = None,
+                 isolation_level: str = "read_uncommitted") -> dict[str, Any]:
     """Rate between the first and the last result, start-up (process start to first result), CPU ms/msg.
-    ``env``: variables added to the consumer's environment."""
+    ``env``: variables added to the consumer's environment; ``isolation_level``: the result reader's
+    (``read_committed`` counts a result once its transaction commits, ``consume --exactly-once``)."""
     from kafka import KafkaConsumer, KafkaProducer
 
     tag = uuid.uuid4().hex[:6]
@@ -199,7 +201,7 @@ def consumer_run(broker: Any, triton: Any, values: list[bytes], extra: list[str]
          "--group-id", f"bench-{tag}", "--metrics-port", "0", "--log-level", "INFO", *extra],
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env={**os.environ, **(env or {})})
     reader = KafkaConsumer(res, dlq, bootstrap_servers=broker.bootstrap_servers, group_id=None,
-                           auto_offset_reset="earliest")
+                           auto_offset_reset="earliest", isolation_level=isolation_level)
     seen, first, peak = 0, None, 0.0
     cpu0: dict[str, float] = {}
     deadline = time.monotonic() + 3600

@@ -22,9 +22,16 @@ from skinbatch.logs import configure_logging
 from .config import ConsumerConfig
 
 if TYPE_CHECKING:
+    from skinbatch.connect.triton import TritonEndpoint
+    from skinbatch.scoring.servers import AnyScorer, ScorerPool
+
     from .metrics import ConsumerMetrics
     from .service import ScoringConsumer
 
+
+TRANSACTION_TIMEOUT_MS = 30_000
+"""How long an open transaction of a producer that vanished holds back read_committed readers when no
+successor with its transactional id comes to abort it (docs/deploy.md)."""
 
 # Fields without a default (MISSING) are required flags; factory defaults are computed at run time.
 _DEFAULTS = {f.name: f.default for f in fields(ConsumerConfig) if f.default is not MISSING}
@@ -89,6 +96,14 @@ def _shared(specs: tuple[OptionSpec, ...], required: str):  # type: ignore[no-un
       "its group; as long again, and it exits 10 for its supervisor to restart it (0 disables).", type=float)
 @_opt("dicomweb_workers", "Concurrent HTTP requests to the archive.", type=int)
 @_opt("dicomweb_timeout_s", "Read timeout of one archive request, in seconds.", type=float)
+@_opt("exactly_once", "Commit results, dead letters and FHIR bundles with the offsets of the requests they "
+      "answer in one Kafka transaction: read_committed readers see each answer once. Requests are read "
+      "read_committed.", is_flag=True, default=False)
+@_opt("transactional_id", "Transactional id of this member with --exactly-once; keep it stable across "
+      "restarts (a StatefulSet pod name). Default: <group id>-<host name>.", default=None)
+@_opt("triton_discovery", "How --triton-url names the Triton servers: list (one URL, or several separated by "
+      "commas) or dns (the addresses its host name resolves to, e.g. a headless Service). Requests are spread "
+      "per server; one that is down is skipped until it answers again.", type=click.Choice(["list", "dns"]))
 @_opt("store_results", "Store a DICOM Structured Report with the scores of each instance retrieved "
       "from the archive back into its study (STOW-RS).", is_flag=True, default=False)
 @_opt("decode_timeout_s", "Wall-clock limit of one decode, in seconds; past it the input is dead-lettered "
@@ -102,7 +117,7 @@ def _shared(specs: tuple[OptionSpec, ...], required: str):  # type: ignore[no-un
 @_shared(KAFKA_OPTIONS, required="bootstrap_servers")
 @click.option("--log-level", envvar=env_name("log_level"), show_envvar=True, default="INFO", show_default=True)
 def consume(log_level: str, **options: object) -> None:
-    """Score images streamed through Kafka, at least once.
+    """Score images streamed through Kafka, at least once (exactly once with --exactly-once).
 
     Results go to the result topic keyed by request id; bad input goes to the dead-letter topic
     with a reason. SIGTERM or Ctrl-C drains in-flight work, commits and exits 0. Exit 1: repeated
@@ -177,8 +192,17 @@ def build_consumer(config: ConsumerConfig, metrics: ConsumerMetrics | None = Non
 
     def make_producer(**sizes: int) -> KafkaProducer:
         codec = None if config.compression_type == "none" else config.compression_type
-        return KafkaProducer(client_id=config.client_id, acks="all", enable_idempotence=True,
-                             linger_ms=config.linger_ms, compression_type=codec, **sizes, **security)
+        transactional: dict[str, Any] = {}
+        if config.exactly_once:
+            transactional = {"transactional_id": config.transactional_id_or_default(),
+                             "transaction_timeout_ms": TRANSACTION_TIMEOUT_MS}
+        producer = KafkaProducer(client_id=config.client_id, acks="all", enable_idempotence=True,
+                                 linger_ms=config.linger_ms, compression_type=codec, **transactional, **sizes,
+                                 **security)
+        if config.exactly_once:
+            # Fences an earlier producer with this id (a killed predecessor) and aborts its open transaction.
+            producer.init_transactions()
+        return producer
 
     def limits() -> dict[str, int]:
         admin = KafkaAdminClient(client_id=f"{config.client_id}-limits", **security)
@@ -202,11 +226,18 @@ def build_consumer(config: ConsumerConfig, metrics: ConsumerMetrics | None = Non
         # Full fetch requests: a few partitions per member make incremental fetch sessions (KIP-227) save
         # nothing, and in kafka-python they have left partitions unfetched (upstream issue #2575).
         enable_incremental_fetch_sessions=False,
+        # --exactly-once: never score a request an upstream transactional producer aborted.
+        isolation_level="read_committed" if config.exactly_once else "read_uncommitted",
         **security,
     )
-    target = config.triton_target()
-    scorer = TritonScorer(target.endpoint, model=config.model, timeout_s=config.triton_timeout_s, tls=target.tls)
-    watch = TritonScorer(target.endpoint, model=config.model, timeout_s=5, tls=target.tls)
+    scorer: AnyScorer
+    watch: AnyScorer
+    if config.several_tritons():
+        scorer, watch = _scorer_pool(config, config.triton_timeout_s).start(), _scorer_pool(config, 5).start()
+    else:
+        target = config.triton_target()
+        scorer = TritonScorer(target.endpoint, model=config.model, timeout_s=config.triton_timeout_s, tls=target.tls)
+        watch = TritonScorer(target.endpoint, model=config.model, timeout_s=5, tls=target.tls)
     archive = None
     settings = config.dicomweb_settings()
     if settings is not None:
@@ -227,6 +258,22 @@ def _export_token_state(settings: Any, metrics: ConsumerMetrics | None) -> None:
         return
     source.on_failure = lambda _reason: metrics.archive_token_failures.inc()
     source.on_state = lambda ok: metrics.archive_token_ok.set(1 if ok else 0)
+
+
+def _scorer_pool(config: ConsumerConfig, timeout_s: float) -> ScorerPool:
+    """Several Tritons (skinbatch/scoring/servers.py): the listed URLs, or the addresses of one name."""
+    from skinbatch.scoring import TritonScorer
+    from skinbatch.scoring.servers import ScorerPool, resolve_addresses
+
+    targets = config.triton_targets()
+    tls = targets[0].tls
+    listed = [t.endpoint for t in targets]
+
+    def endpoints() -> list[TritonEndpoint]:
+        return resolve_addresses(listed[0]) if config.triton_discovery == "dns" else listed
+
+    return ScorerPool(endpoints, lambda e: TritonScorer(e, model=config.model, timeout_s=timeout_s, tls=tls),
+                      model=config.model)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,18 @@ class ConsumerConfig:
     """Codec of the records this consumer produces (results, dead letters). lz4: JSON results shrink
     several-fold at a cost of microseconds per batch, and every mainstream client reads it."""
 
+    exactly_once: bool = False
+    """Commit results, dead letters and FHIR bundles with the offsets they answer in one Kafka transaction
+    (consumer/transactions.py); requests are read ``read_committed``. Readers must read ``read_committed``."""
+    transactional_id: str | None = None
+    """The producer's transactional id with --exactly-once: stable across restarts of the same member (a
+    StatefulSet pod's name); ``<group id>-<host name>`` when unset."""
+    triton_discovery: str = "list"
+    """How ``--triton-url`` names the Triton servers: ``list`` (one URL, or several separated by commas) or
+    ``dns`` (one URL whose host name resolves to every server's address, looked up again every 30 s: a
+    Kubernetes headless Service such as compose/k8s's ``triton``). Requests are spread per server
+    (skinbatch/scoring/servers.py)."""
+
     # TLS to Triton (with a grpcs:// or https:// --triton-url).
     triton_ca: str | None = None
     triton_cert: str | None = None
@@ -133,12 +145,36 @@ class ConsumerConfig:
                                  read_timeout_s=self.dicomweb_timeout_s)
 
     def triton_target(self) -> TritonTarget:
-        """The parsed ``--triton-url`` and its TLS files; ConfigurationError if they do not fit."""
-        endpoint = parse_triton_url(self.triton_url)
+        """The (first) parsed ``--triton-url`` and its TLS files; ConfigurationError if they do not fit."""
+        return self.triton_targets()[0]
+
+    def triton_targets(self) -> list[TritonTarget]:
+        """Every URL of ``--triton-url`` (comma-separated), parsed, with the TLS files checked for each."""
+        urls = [url.strip() for url in self.triton_url.split(",") if url.strip()] or [self.triton_url]
         tls = TritonTLS(ca=self.triton_ca, cert=self.triton_cert, key=self.triton_key,
                         admin_key=read_admin_key(self.triton_admin_key, None))
-        tls.check(endpoint)
-        return TritonTarget(endpoint, tls)
+        targets = []
+        for url in urls:
+            endpoint = parse_triton_url(url)
+            tls.check(endpoint)
+            targets.append(TritonTarget(endpoint, tls))
+        if self.triton_discovery not in ("list", "dns"):
+            raise ConfigurationError(f"--triton-discovery {self.triton_discovery!r}: use list or dns")
+        if self.triton_discovery == "dns" and (len(targets) > 1 or targets[0].endpoint.tls):
+            raise ConfigurationError("--triton-discovery dns takes one plain grpc:// or http:// URL (the addresses "
+                                     "it resolves to cannot match a TLS certificate's name); with TLS, list the "
+                                     "servers' names in --triton-url, separated by commas")
+        return targets
+
+    def transactional_id_or_default(self) -> str:
+        """--transactional-id, else ``<group id>-<host name>`` (a StatefulSet pod keeps its name)."""
+        import socket
+
+        return self.transactional_id or f"{self.group_id}-{socket.gethostname()}"
+
+    def several_tritons(self) -> bool:
+        """More than one server, or servers found through DNS: a ScorerPool, not one TritonScorer."""
+        return self.triton_discovery == "dns" or "," in self.triton_url.strip().strip(",")
 
     def kafka_connection(self, check_files: bool = True) -> KafkaConnection:
         """The Kafka settings shared with every command; ConfigurationError if they do not fit."""
@@ -148,7 +184,7 @@ class ConsumerConfig:
 
     def validate(self) -> None:
         """Every setting that can be checked before connecting; ConfigurationError naming the flag."""
-        self.triton_target()
+        self.triton_targets()
         self.kafka_connection()
         self.dicomweb_settings()
         from skinbatch.scoring.pipeline import SHARED_MEMORY_MODES

@@ -18,8 +18,8 @@ from typing import Any
 
 from skinbatch.contract import INCEPTION_STEP, ServedModelChanged
 from skinbatch.modelcard import ModelCard
-from skinbatch.scoring import TritonScorer
 from skinbatch.scoring.pipeline import Mailbox
+from skinbatch.scoring.servers import AnyScorer
 
 from .metrics import ConsumerMetrics
 
@@ -37,7 +37,7 @@ def average_batch(stats: dict[str, Any], last: tuple[int, int] | None) -> tuple[
 
 
 class ModelWatch:
-    def __init__(self, scorer: TritonScorer, card: Callable[[], ModelCard | None], mailbox: Mailbox,
+    def __init__(self, scorer: AnyScorer, card: Callable[[], ModelCard | None], mailbox: Mailbox,
                  metrics: ConsumerMetrics, *, on_changed: Callable[[ServedModelChanged], None],
                  on_new_card: Callable[[ModelCard], None], interval_s: float = 5.0, card_every: int = 12) -> None:
         self.scorer = scorer

@@ -32,6 +32,8 @@ BATCH_OVERHEAD = 1024
 MIN_TOPIC_LIMIT = 16384
 """Smaller topic limits leave no room for an ordinary result (about 2 KB)."""
 REBUILD_INTERVAL_S = 5.0
+TRANSACTION_STEP_S = 15.0
+"""How long one step of a transaction (offsets, commit, abort) may wait for the coordinator."""
 
 
 class RecordTooLarge(SkinbatchError):
@@ -108,12 +110,42 @@ class ResultProducer:
                 f"topic limits {small} (max.message.bytes) are under {MIN_TOPIC_LIMIT} bytes, too small for "
                 "results: raise them with kafka-configs.sh --alter --add-config max.message.bytes=1048588")
 
-    def send(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> Any:
+    def check(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Raise :class:`RecordTooLarge` if the record would be over its topic's limit."""
         limit = self.limits.get(topic, DEFAULT_LIMIT) - BATCH_OVERHEAD
         size = len(key) + len(value) + sum(len(k) + len(v) for k, v in headers or ())
         if size > limit:
             raise RecordTooLarge(topic, size, limit)
+
+    def send(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> Any:
+        self.check(topic, key, value, headers)
         return self._producer.send(topic, key=key, value=value, headers=headers or None)
+
+    # -- transactions (consume --exactly-once; the factory made a transactional producer) -----------------
+    # kafka-python 3.0 waits for the transaction coordinator without a limit: after the broker that was
+    # coordinator died, a member was seen waiting for minutes in send_offsets_to_transaction while the
+    # producer kept asking the dead node. Each step waits at most TRANSACTION_STEP_S here; on a timeout
+    # the caller aborts, and a producer that cannot abort is replaced (a new one finds the coordinator
+    # afresh, fences the old one and aborts its transaction).
+    def begin_transaction(self) -> None:
+        self._producer.begin_transaction()
+
+    def send_offsets_to_transaction(self, offsets: Mapping[Any, Any], group_metadata: Any) -> None:
+        manager = self._producer._transaction_manager
+        self._wait(manager.send_offsets_to_transaction(dict(offsets), group_metadata), "send_offsets_to_transaction")
+
+    def commit_transaction(self) -> None:
+        self._wait(self._producer._transaction_manager.begin_commit(), "commit_transaction")
+
+    def abort_transaction(self) -> None:
+        self._wait(self._producer._transaction_manager.begin_abort(), "abort_transaction")
+
+    def _wait(self, result: Any, step: str) -> None:
+        from kafka.errors import KafkaTimeoutError
+
+        self._producer._sender.wakeup()
+        if not result.wait(timeout_ms=int(TRANSACTION_STEP_S * 1000)):
+            raise KafkaTimeoutError(f"{step} did not complete within {TRANSACTION_STEP_S:.0f} s")
 
     def failed(self, error: BaseException) -> None:
         """A send failed: after a non-retriable error (or a producer in its fatal state), rebuild it."""
@@ -125,7 +157,12 @@ class ResultProducer:
         now = self._clock()
         if now - self._last_rebuild < REBUILD_INTERVAL_S:
             return  # one rebuild serves every record the old producer failed
-        self._last_rebuild = now
+        self.rebuild(error)
+
+    def rebuild(self, error: BaseException) -> None:
+        """Replace the producer now (a transactional one: the new one fences the old and aborts its
+        open transaction when the factory calls ``init_transactions``)."""
+        self._last_rebuild = self._clock()
         self.rebuilds += 1
         log.error("the producer failed with %s; replacing it and sending again what it had not delivered",
                   type(error).__name__, extra={"event": "producer_rebuilt", "error": type(error).__name__})

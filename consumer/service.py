@@ -1,4 +1,4 @@
-"""The scoring consumer: Kafka → the scoring pipeline → Kafka, at least once.
+"""The scoring consumer: Kafka → the scoring pipeline → Kafka, at least once (exactly once with --exactly-once).
 
 One loop thread drives a few collaborators, each with one job, all passed in:
 
@@ -47,8 +47,9 @@ from skinbatch.drift import ScoreWindow
 from skinbatch.imaging.model_input import ModelInput
 from skinbatch.modelcard import ModelCard
 from skinbatch.privacy import derived_id
-from skinbatch.scoring import TritonScorer, TritonTLSError, TritonUnavailable
+from skinbatch.scoring import TritonTLSError, TritonUnavailable
 from skinbatch.scoring.pipeline import Mailbox, PipelineOptions, ScoredInput, ScoringPipeline
+from skinbatch.scoring.servers import AnyScorer
 from skinbatch.timers import Timers
 
 from . import messages
@@ -64,6 +65,7 @@ from .requests import Request, explicit_request_id, parse_request
 from .resolver import DicomWebResolver
 from .sink import Record, ResultSink
 from .source import KafkaSource, Taken
+from .transactions import make_committer
 from .watchdog import Verdict
 
 log = logging.getLogger("skinbatch.consumer")
@@ -76,7 +78,7 @@ class ScoringConsumer:
     """A member of the consumer group. ``run()`` blocks until ``stop()``; ``stop()`` is safe from any thread."""
 
     def __init__(self, config: ConsumerConfig, *, kafka_consumer: Any, producer: ResultProducer,
-                 scorer: TritonScorer, watch_scorer: TritonScorer | None = None, archive: Any = None,
+                 scorer: AnyScorer, watch_scorer: AnyScorer | None = None, archive: Any = None,
                  metrics: ConsumerMetrics | None = None) -> None:
         self.config = config
         self.metrics = metrics or ConsumerMetrics()
@@ -95,13 +97,16 @@ class ScoringConsumer:
         self.guard = PoisonGuard(slack=max(8, config.max_in_flight // 4))
         self._held: deque[Taken] = deque()
         """Records taken from Kafka and not started: behind a suspect that must run alone (consumer/poison.py)."""
+        self.committer = make_committer(config.exactly_once, kafka_consumer, producer,
+                                        on_fatal=lambda problem: self._fail(problem, "transaction_fenced"))
         self.source = KafkaSource(kafka_consumer, config.request_topic, self.metrics,
                                   commit_interval_s=config.commit_interval_s, fetch_stall_s=config.fetch_stall_s,
-                                  guard=self.guard)
+                                  guard=self.guard, committer=self.committer)
         self.sink = ResultSink(producer, self.mailbox, self.timers, self.metrics,
                                dead_letter_topic=config.dead_letter_topic, retry_s=config.retry_initial_s,
                                retry_max_s=config.retry_max_s,
-                               on_fatal=lambda problem: self._fail(problem, "dead_letter_too_large"))
+                               on_fatal=lambda problem: self._fail(problem, "dead_letter_too_large"),
+                               committer=self.committer)
         self._read_backoff = Backoff(max(config.retry_initial_s, config.retry_max_s / 4), config.retry_max_s)
         options = PipelineOptions(workers=config.decode_workers, limits=config.decode_limits(),
                                   max_frames=config.max_infer_in_flight, max_requests=config.max_infer_requests,
@@ -235,6 +240,7 @@ class ScoringConsumer:
         cfg = self.config
         resolver = self.resolver
         saturated = (self.source.tracker.in_flight() >= cfg.max_in_flight or not self._room_for_bytes() or self._held
+                     or self.committer.holding >= cfg.max_in_flight  # answers waiting for their transaction
                      or self.pipeline.saturated
                      or (resolver is not None and (resolver.backlog >= cfg.max_in_flight or resolver.down_since)))
         self.source.flow(bool(saturated) or self._stop.is_set())

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kafka import TopicPartition
+
 from skinbatch.backoff import Backoff
 from skinbatch.contract import ErrorType, KafkaProblem
 from skinbatch.scoring.pipeline import Mailbox
@@ -22,6 +24,7 @@ from skinbatch.timers import Timers
 from . import messages
 from .metrics import ConsumerMetrics
 from .producer import RecordTooLarge, ResultProducer
+from .transactions import Committer, Encoded, TransactionalCommitter
 
 log = logging.getLogger("skinbatch.consumer")
 
@@ -50,8 +53,10 @@ class ResultSink:
 
     def __init__(self, producer: ResultProducer, mailbox: Mailbox, timers: Timers, metrics: ConsumerMetrics, *,
                  dead_letter_topic: str, retry_s: float, on_fatal: Callable[[KafkaProblem], None],
-                 retry_max_s: float | None = None) -> None:
+                 retry_max_s: float | None = None, committer: Committer | None = None) -> None:
         self.producer = producer
+        self.committer = committer if committer is not None and committer.transactional else None
+        """With ``--exactly-once``: answers are held for the transaction that commits their offset."""
         self.mailbox = mailbox
         self.timers = timers
         self.metrics = metrics
@@ -64,9 +69,34 @@ class ResultSink:
              source: dict[str, Any]) -> None:
         """Produce ``records``; ``done()`` once each is acknowledged. ``current()`` False drops retries
         (the message's partition moved to another member, which answers it again)."""
+        if self.committer is not None:
+            self._hold(records, done, current, source)
+            return
         answer = _Answer(len(records), done, current, source)
         for record in records:
             self._produce(answer, record)
+
+    def _hold(self, records: list[Record], done: Callable[[], None], current: Callable[[], bool],
+              source: dict[str, Any]) -> None:
+        """Exactly once: check each record's size now, hold them for the transaction, and the message is done."""
+        assert isinstance(self.committer, TransactionalCommitter)
+        if not current():
+            return  # its partition moved: the new owner answers it
+        encoded: list[Encoded] = []
+        for record in records:
+            key = record.key.encode("utf-8")
+            value = record.value if isinstance(record.value, bytes) else messages.encode(record.value)
+            try:
+                self.producer.check(record.topic, key, value, list(record.headers))
+            except RecordTooLarge as exc:
+                replacement = self._too_large_record(record, exc, source)
+                if replacement is None:
+                    return  # stopping, uncommitted
+                key, value = replacement.key.encode("utf-8"), messages.encode(replacement.value)  # type: ignore[arg-type]
+                record = replacement
+            encoded.append((record.topic, key, value, list(record.headers)))
+        self.committer.hold(TopicPartition(source["topic"], source["partition"]), source["offset"], encoded)
+        done()
 
     def _produce(self, answer: _Answer, record: Record) -> None:
         value = record.value if isinstance(record.value, bytes) else messages.encode(record.value)
@@ -97,21 +127,27 @@ class ResultSink:
         self.timers.later(self._backoff.next(), lambda: self._produce(answer, record))
 
     def _too_large(self, answer: _Answer, record: Record, exc: RecordTooLarge) -> None:
+        dead = self._too_large_record(record, exc, answer.source)
+        if dead is not None:
+            self._produce(answer, dead)
+
+    def _too_large_record(self, record: Record, exc: RecordTooLarge, source: dict[str, Any]) -> Record | None:
+        """The dead letter that answers instead of a record too large; None (and stopping) for a dead letter."""
         if record.topic == self.dead_letter_topic:
             # Dead letters are bounded (messages.dead_letter_message); this one still is not: stop rather than
             # loop. Its message stays uncommitted and is redelivered once the limit is raised.
             self.on_fatal(KafkaProblem(f"a dead letter does not fit topic {record.topic!r}: {exc}; raise its "
                                        "max.message.bytes", kind="refused"))
-            return
+            return None
         log.error("a record is over its topic's size limit; dead-lettering it instead",
-                  extra={"event": "result_too_large", "bytes": exc.size, "limit": exc.limit, **answer.source})
+                  extra={"event": "result_too_large", "bytes": exc.size, "limit": exc.limit, **source})
         value = record.value if isinstance(record.value, dict) else {}
         dead = messages.dead_letter_message(
-            request_id=record.key, error_type=ErrorType.RESULT_TOO_LARGE, src=answer.source,
+            request_id=record.key, error_type=ErrorType.RESULT_TOO_LARGE, src=source,
             error_message=f"{exc}. The image was scored; raise the topic's limit and send the request again",
             input_info=value.get("input"))
         self.metrics.errors.labels(ErrorType.RESULT_TOO_LARGE).inc()
-        self._produce(answer, Record(self.dead_letter_topic, dead["request_id"], dead))
+        return Record(self.dead_letter_topic, dead["request_id"], dead)
 
     def flush(self, timeout_s: float) -> None:
         self.producer.flush(timeout_s)

@@ -33,6 +33,7 @@ from skinbatch.contract import KafkaProblem
 from .metrics import ConsumerMetrics
 from .offsets import OffsetTracker
 from .poison import PoisonGuard
+from .transactions import Committer, PlainCommitter
 from .watchdog import FetchWatchdog, Verdict
 
 log = logging.getLogger("skinbatch.consumer")
@@ -64,9 +65,12 @@ class KafkaSource:
 
     def __init__(self, consumer: Any, topic: str, metrics: ConsumerMetrics, *, commit_interval_s: float = 1.0,
                  fetch_stall_s: float = 120.0, clock: Callable[[], float] = time.monotonic,
-                 guard: PoisonGuard | None = None) -> None:
-        """``guard``: poison-message state, committed as each partition's offset metadata (consumer/poison.py)."""
+                 guard: PoisonGuard | None = None, committer: Committer | None = None) -> None:
+        """``guard``: poison-message state, committed as each partition's offset metadata (consumer/poison.py).
+        ``committer``: commits the done prefix, plainly or in a transaction with its answers
+        (consumer/transactions.py)."""
         self.consumer = consumer
+        self.committer = committer or PlainCommitter(consumer)
         self.topic = topic
         self.metrics = metrics
         self.tracker = OffsetTracker()
@@ -110,6 +114,7 @@ class KafkaSource:
             if restart is not None:
                 self._restart_at[tp] = restart
             self.tracker.forget(tp)
+            self.committer.forget(tp)
             self._bump(tp)
         log.info("partitions revoked", extra={"event": "revoked", "partitions": [tp.partition for tp in revoked]})
 
@@ -235,7 +240,7 @@ class KafkaSource:
     def _commit(self, positions: dict[Any, int]) -> bool:
         offsets = {tp: OffsetAndMetadata(pos, self._metadata(tp, pos), -1) for tp, pos in positions.items()}
         try:
-            self.consumer.commit(offsets, timeout_ms=10_000)
+            self.committer.commit(offsets)
         except Exception as exc:  # noqa: BLE001 - a failed commit only means some redelivery later
             log.warning("commit failed; will retry", extra={"event": "commit_failed", "error": type(exc).__name__})
             return False

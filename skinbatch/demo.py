@@ -142,8 +142,9 @@ def _collect(
     """Read results and dead letters until every request has an answer (all frames of multi-frame files)."""
     from kafka import KafkaConsumer
 
+    # read_committed: a consumer with --exactly-once shows its answers once their transaction commits.
     reader = KafkaConsumer(RESULT, DEAD, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                           enable_auto_commit=False)
+                           enable_auto_commit=False, isolation_level="read_committed")
     results: dict[str, dict[str, Any]] = {}
     dead: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + timeout

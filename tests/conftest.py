@@ -8,6 +8,7 @@ pytest_plugins = [
     "tests.fixtures.triton",
     "tests.fixtures.converted",
     "tests.fixtures.stack",
+    "tests.fixtures.cluster",
     "tests.fixtures.orthanc",
     "tests.fixtures.fhir_validator",
 ]

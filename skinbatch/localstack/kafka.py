@@ -104,6 +104,9 @@ class BrokerConfig:
             share-coordinator topics (Kafka's default, 50, is slow to create on a small machine).
         network_threads: ``num.network.threads``; Kafka's 3 is more than a 2-core box needs.
         io_threads: ``num.io.threads``; Kafka's 8 likewise.
+        voters: ``controller.quorum.voters`` of a cluster (``1@host:port,2@host:port,...``); None: this
+            node is the only voter. With other voters the internal topics are replicated to
+            ``min(3, voters)`` nodes with a min ISR of ``replicas - 1`` (at least 1).
         extra: further properties; they win over everything above.
     """
 
@@ -118,6 +121,7 @@ class BrokerConfig:
     internal_topic_partitions: int = 5
     network_threads: int = 2
     io_threads: int = 4
+    voters: str | None = None
     extra: Mapping[str, str | int | bool] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -131,6 +135,13 @@ class BrokerConfig:
             raise ValueError(f"message_max_bytes must be at least 1024, got {self.message_max_bytes}")
         if self.num_partitions < 1 or self.internal_topic_partitions < 1:
             raise ValueError("partition counts must be at least 1")
+        if self.voters is not None and not any(v.startswith(f"{self.node_id}@") for v in self.voters.split(",")):
+            raise ValueError(f"node {self.node_id} is not among the voters {self.voters!r}")
+
+    @property
+    def replicas(self) -> int:
+        """Replicas of the internal topics: 1 for a single node, up to 3 in a cluster."""
+        return 1 if self.voters is None else min(3, len(self.voters.split(",")))
 
     @property
     def bootstrap_servers(self) -> str:
@@ -144,10 +155,12 @@ class BrokerConfig:
         # socket.request.max.bytes the broker drops the connection instead of answering
         # MESSAGE_TOO_LARGE, which clients report as a vague network error.
         socket_max = max(_DEFAULT_SOCKET_REQUEST_MAX_BYTES, 2 * self.message_max_bytes + 1024 * 1024)
+        replicas = self.replicas
+        min_isr = max(1, replicas - 1)
         props: dict[str, Any] = {
             "process.roles": "broker,controller",
             "node.id": self.node_id,
-            "controller.quorum.voters": f"{self.node_id}@{controller}",
+            "controller.quorum.voters": self.voters or f"{self.node_id}@{controller}",
             "listeners": f"PLAINTEXT://{self.bootstrap_servers},CONTROLLER://{controller}",
             # Both, as in Kafka's own config/server.properties for a combined node; clients only
             # ever get the PLAINTEXT one in metadata.
@@ -158,15 +171,15 @@ class BrokerConfig:
             "log.dirs": str(self.log_dir),
             "num.partitions": self.num_partitions,
             "auto.create.topics.enable": self.auto_create_topics,
-            "default.replication.factor": 1,
-            "min.insync.replicas": 1,
-            "offsets.topic.replication.factor": 1,
+            "default.replication.factor": replicas,
+            "min.insync.replicas": min_isr,
+            "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": self.internal_topic_partitions,
-            "transaction.state.log.replication.factor": 1,
-            "transaction.state.log.min.isr": 1,
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
             "transaction.state.log.num.partitions": self.internal_topic_partitions,
-            "share.coordinator.state.topic.replication.factor": 1,
-            "share.coordinator.state.topic.min.isr": 1,
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
             "share.coordinator.state.topic.num.partitions": self.internal_topic_partitions,
             "group.initial.rebalance.delay.ms": 0,
             "message.max.bytes": self.message_max_bytes,
@@ -350,6 +363,9 @@ class KafkaBroker(ChildServer):
         log_level: str = "INFO",
         startup_timeout_s: float = 90.0,
         format_args: Iterable[str] = (),
+        node_id: int = 1,
+        voters: str | None = None,
+        cluster_id: str | None = None,
     ) -> None:
         """Prepare a broker; nothing starts until :meth:`start` (or ``with``).
 
@@ -372,6 +388,13 @@ class KafkaBroker(ChildServer):
             format_args: more arguments for ``StorageTool format`` on first start, e.g.
                 ``["--add-scram", "SCRAM-SHA-512=[name=alice,password=secret]"]`` (KRaft keeps SCRAM
                 users in its metadata log).
+            node_id: the KRaft node id (a cluster gives each node its own).
+            voters: ``controller.quorum.voters`` of a cluster (see :class:`BrokerConfig`); None for a
+                single node. Every node of a cluster needs fixed ports and the same ``cluster_id``,
+                and :meth:`start` of the first node only returns once a majority of voters runs:
+                start the nodes with :meth:`launch` and wait with :meth:`wait_ready` (see
+                ``tests/fixtures/cluster.py``).
+            cluster_id: the id formatted into new storage; a fresh one if None.
         """
         super().__init__(work_dir=work_dir, startup_timeout_s=startup_timeout_s, stop_timeout_s=30.0)
         self._requested_ports = {"port": port or 0, "controller_port": controller_port or 0}
@@ -383,6 +406,9 @@ class KafkaBroker(ChildServer):
         self._heap = (heap_min, heap_max)
         self._log_level = log_level
         self._format_args = list(format_args)
+        self._node_id = node_id
+        self._voters = voters
+        self._cluster_id = cluster_id
         self._config: BrokerConfig | None = None
         self._last_probe_error = "no answer yet"
 
@@ -452,6 +478,11 @@ class KafkaBroker(ChildServer):
         self.wait_ready()
         return self
 
+    def launch(self) -> KafkaBroker:
+        """Start the JVM without waiting for it (a cluster node waits for its peers: see ``voters``)."""
+        super().start()
+        return self
+
     def close(self) -> None:
         """Stop the broker and delete its work dir if this object created it."""
         owned = self._given_work_dir is None
@@ -473,6 +504,8 @@ class KafkaBroker(ChildServer):
                 message_max_bytes=self._message_max_bytes,
                 num_partitions=self._num_partitions,
                 auto_create_topics=self._auto_create_topics,
+                node_id=self._node_id,
+                voters=self._voters,
                 extra=self._extra,
             )
         properties = work_dir / "server.properties"
@@ -509,7 +542,8 @@ class KafkaBroker(ChildServer):
 
     def _format_storage(self, base: list[str], properties: Path) -> None:
         command = [
-            *base, "kafka.tools.StorageTool", "format", "-t", generate_cluster_id(), "-c", str(properties),
+            *base, "kafka.tools.StorageTool", "format", "-t", self._cluster_id or generate_cluster_id(),
+            "-c", str(properties),
             *self._format_args,
         ]  # fmt: skip
         result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)  # noqa: S603
@@ -583,6 +617,7 @@ class KafkaBroker(ChildServer):
         config: Mapping[str, str | int] | None = None,
         exist_ok: bool = False,
         timeout_s: float = 30.0,
+        replication_factor: int | None = None,
     ) -> None:
         """Create topics and wait until every partition has a leader.
 
@@ -592,6 +627,7 @@ class KafkaBroker(ChildServer):
             config: topic configs for all of them, e.g. ``{"max.message.bytes": 8 << 20}``.
             exist_ok: do not fail on topics that already exist.
             timeout_s: how long to wait for the broker.
+            replication_factor: replicas of each partition; 1 on a single node, up to 3 in a cluster.
 
         Raises:
             kafka.errors.TopicAlreadyExistsError: a topic exists and ``exist_ok`` is false.
@@ -604,7 +640,8 @@ class KafkaBroker(ChildServer):
             return
         configs = {key: _property_value(value) for key, value in (config or {}).items()}
         request = {
-            name: {"num_partitions": count, "replication_factor": 1, "configs": configs}
+            name: {"num_partitions": count, "replication_factor": replication_factor or self.config.replicas,
+                   "configs": configs}
             for name, count in counts.items()
         }
         admin = self.admin_client(request_timeout_ms=int(timeout_s * 1000))

@@ -59,9 +59,9 @@ from skinbatch.imaging import DecodeLimits
 from skinbatch.imaging.model_input import ModelInput
 from skinbatch.timers import Timers
 
-from .client import TritonScorer
 from .decoding import decode_task, decode_worker_init, limits_dict
 from .scores import Scores
+from .servers import AnyScorer
 from .slots import SharedSlots, remove_stale_segments
 from .transport import ShmInput, TritonTLSError
 from .workers import DecodePool, TaskOutOfMemory, TaskTimedOut
@@ -209,7 +209,7 @@ class _Frame:
 class ScoringPipeline:
     """Decode pool → batched inference on Triton → outcomes to the listener. Not thread-safe: one loop."""
 
-    def __init__(self, scorer: TritonScorer, mailbox: Mailbox, listener: PipelineListener,
+    def __init__(self, scorer: AnyScorer, mailbox: Mailbox, listener: PipelineListener,
                  options: PipelineOptions | None = None, clock: Callable[[], float] = time.monotonic,
                  pool_factory: Callable[[int, tuple[Any, ...]], Executor] | None = None) -> None:
         """``pool_factory(workers, initargs)``: the decode pool; spawned processes running

@@ -137,8 +137,11 @@ class KafkaProbe:
         kwargs = connection.client_kwargs()
         try:
             self._admin = KafkaAdminClient(client_id="skinbatch-status", request_timeout_ms=timeout_ms, **kwargs)
+            # read_committed: end offsets are the last stable offsets, so that records of open or aborted
+            # transactions (consume --exactly-once) are not counted as results or dead letters.
             self._consumer = KafkaConsumer(client_id="skinbatch-status", group_id=None, enable_auto_commit=False,
-                                           request_timeout_ms=max(timeout_ms, 1000), **kwargs)
+                                           request_timeout_ms=max(timeout_ms, 1000),
+                                           isolation_level="read_committed", **kwargs)
         except KafkaError as exc:
             raise KafkaStatusError(
                 f"cannot reach Kafka at {connection.bootstrap_servers} ({type(exc).__name__}); "

@@ -152,3 +152,21 @@ def test_default_cache_dir_honours_env(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.delenv("SKINBATCH_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert kafka_module.default_cache_dir() == tmp_path / "x" / "skinbatch"
+
+
+def test_cluster_node_names_every_voter_and_replicates_internal_topics(tmp_path: Path) -> None:
+    voters = "1@127.0.0.1:19093,2@127.0.0.1:19095,3@127.0.0.1:19097"
+    node = BrokerConfig(port=19094, controller_port=19095, log_dir=tmp_path, node_id=2, voters=voters)
+    props = _parse(render_server_properties(node))
+    assert props["node.id"] == "2"
+    assert props["controller.quorum.voters"] == voters
+    assert props["offsets.topic.replication.factor"] == "3"
+    assert props["transaction.state.log.replication.factor"] == "3"
+    assert props["transaction.state.log.min.isr"] == "2"
+    assert props["min.insync.replicas"] == "2"
+    assert node.replicas == 3
+
+
+def test_a_node_must_be_one_of_its_voters(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="node 4 is not among the voters"):
+        BrokerConfig(port=19094, controller_port=19095, log_dir=tmp_path, node_id=4, voters="1@127.0.0.1:19093")
