@@ -132,7 +132,7 @@ def test_decodes_over_their_time_or_memory_limit_are_dead_lettered_and_the_strea
     produce(kafka_broker.bootstrap_servers, topics["request"], items)
     env = {faults.ENV: f"slow_decode={_sha(slow)},hog_decode={_sha(hog)}"}
     consumer = ConsumerProcess(kafka_broker.bootstrap_servers, served_triton.grpc_url, topics, "g-decode",
-                               tmp_path / "consumer.log", ["--decode-workers", "2", "--decode-timeout-s", "5",
+                               tmp_path / "consumer.log", ["--decode-workers", "2", "--decode-timeout-s", "20",
                                                            "--decode-memory-mb", "768"], env=env).start()
     reader = TopicReader(kafka_broker.bootstrap_servers, topics["result"], topics["dead"])
     try:
