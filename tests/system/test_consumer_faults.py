@@ -102,6 +102,9 @@ def test_a_wedged_loop_fails_livez_then_exits_by_itself(kafka_broker: Any, serve
             assert wedged.alive() and time.monotonic() < deadline, (why, wedged.log())
             time.sleep(0.5)
         assert _get(base + "/livez") == 200
+        while '"partitions": [0]' not in wedged.log_path.read_text():  # the group gave it the partition
+            assert wedged.alive() and time.monotonic() < deadline, ("never assigned", wedged.log())
+            time.sleep(0.5)
         produce(kafka_broker.bootstrap_servers, topics["request"], images[4:])
         seen_failing = False
         while wedged.alive():
