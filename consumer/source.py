@@ -162,10 +162,8 @@ class KafkaSource:
         coordinator = getattr(self.consumer, "_coordinator", None)
         if coordinator is None:
             return True
-        try:
-            return not coordinator.coordinator_unknown()
-        except Exception:  # noqa: BLE001 - a client that cannot say is not known to be connected
-            return False
+        # Read, not coordinator_unknown(): that may mark the coordinator dead as a side effect.
+        return getattr(coordinator, "coordinator_id", None) is not None
 
     def keep_alive(self) -> None:
         """While draining: let kafka-python serve rebalance callbacks, taking nothing. Every partition is

@@ -51,7 +51,6 @@ from skinbatch.backoff import Backoff
 from skinbatch.contract import (
     ArchiveUnavailable,
     ConfigurationError,
-    ErrorType,
     ServedModelChanged,
     TritonUnavailable,
 )
@@ -436,7 +435,7 @@ class ScoringPipeline:
 
     def _over_limit(self, item: _Item, exc: TaskTimedOut | TaskOutOfMemory) -> None:
         """A decode over its time or memory limit: the pool replaced the worker; the input is rejected."""
-        error_type = ErrorType.DECODE_TIMEOUT if isinstance(exc, TaskTimedOut) else ErrorType.DECODE_MEMORY
+        error_type = exc.type
         log.error("a decode went over its limit; its worker was replaced", extra={"event": str(error_type)})
         payload = item.payload
         decoded = ModelInput(sha256=hashlib.sha256(payload).hexdigest() if payload is not None else "",

@@ -38,6 +38,8 @@ from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from skinbatch.contract import ErrorType, InputRejected
+
 PIPE_BYTES = 1 << 20
 """What each task pipe is asked to hold (Linux ``F_SETPIPE_SZ``; 1 MiB is the default ceiling)."""
 _F_SETPIPE_SZ, _F_GETPIPE_SZ = 1031, 1032
@@ -47,12 +49,16 @@ _HEADROOM = 4096
 """Room left in a pipe for a task's pickled arguments besides its payload."""
 
 
-class TaskTimedOut(Exception):
+class TaskTimedOut(InputRejected):
     """The task ran past the pool's ``task_timeout_s``; its worker was killed and replaced."""
 
+    type = ErrorType.DECODE_TIMEOUT
 
-class TaskOutOfMemory(Exception):
+
+class TaskOutOfMemory(InputRejected):
     """The task ran its worker out of memory (``memory_bytes``); the worker was replaced."""
+
+    type = ErrorType.DECODE_MEMORY
 
 
 @dataclass(eq=False)

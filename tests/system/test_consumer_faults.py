@@ -38,14 +38,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _get(url: str) -> int:
+def _get(url: str, why: list[str] | None = None) -> int:
+    """The HTTP status (0: no answer); ``why`` gets the body."""
     try:
         with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - http URLs this test builds
-            return int(response.status)
+            status, body = int(response.status), response.read()
     except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
+        status, body = int(exc.code), exc.read()
+    except OSError as exc:
+        status, body = 0, str(exc).encode()
+    if why is not None:
+        why[:] = [body.decode(errors="replace")]
+    return status
 
 
 def test_a_message_that_kills_the_consumer_is_dead_lettered_as_poison(kafka_broker: Any, served_triton: Any,
@@ -84,24 +88,32 @@ def test_a_wedged_loop_fails_livez_then_exits_by_itself(kafka_broker: Any, serve
     ids = [f"w-{i}" for i in range(10)]
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
+    images = [(rid, synthetic_jpeg(320, 240, seed=i), []) for i, rid in enumerate(ids)]
+    # The first requests before the consumer starts (the topic's metadata exists, as in production), the
+    # one that wedges it once it is ready.
+    produce(kafka_broker.bootstrap_servers, topics["request"], images[:4])
     wedged = ConsumerProcess(kafka_broker.bootstrap_servers, served_triton.grpc_url, topics, "g-wedge",
-                             tmp_path / "wedged.log", ["--metrics-port", str(port), "--liveness-timeout-s", "5"],
+                             tmp_path / "wedged.log", ["--metrics-port", str(port), "--liveness-timeout-s", "8"],
                              env={faults.ENV: f"wedge={ids[4]}"}).start()
     try:
         deadline = time.monotonic() + 180
-        while _get(base + "/readyz") != 200:
-            assert wedged.alive() and time.monotonic() < deadline, wedged.log()
+        why: list[str] = []
+        while _get(base + "/readyz", why) != 200:
+            assert wedged.alive() and time.monotonic() < deadline, (why, wedged.log())
             time.sleep(0.5)
         assert _get(base + "/livez") == 200
-        produce(kafka_broker.bootstrap_servers, topics["request"],
-                [(rid, synthetic_jpeg(320, 240, seed=i), []) for i, rid in enumerate(ids)])
+        while '"partitions": [0]' not in wedged.log_path.read_text():  # the group gave it the partition
+            assert wedged.alive() and time.monotonic() < deadline, ("never assigned", wedged.log())
+            time.sleep(0.5)
+        produce(kafka_broker.bootstrap_servers, topics["request"], images[4:])
         seen_failing = False
         while wedged.alive():
-            live = _get(base + "/livez")
-            if live == 503:
-                seen_failing = True
-                assert _get(base + "/metrics") == 200  # the HTTP thread runs on: only liveness tells
-                assert _get(base + "/readyz") == 503
+            if _get(base + "/livez") == 503:
+                metrics, ready = _get(base + "/metrics"), _get(base + "/readyz")
+                if wedged.alive():  # it has not exited between the calls: what it answered counts
+                    assert metrics == 200  # the HTTP thread runs on: only liveness tells
+                    assert ready == 503
+                    seen_failing = True
             assert time.monotonic() < deadline, wedged.log()
             time.sleep(0.5)
         assert seen_failing, wedged.log()
@@ -132,7 +144,7 @@ def test_decodes_over_their_time_or_memory_limit_are_dead_lettered_and_the_strea
     produce(kafka_broker.bootstrap_servers, topics["request"], items)
     env = {faults.ENV: f"slow_decode={_sha(slow)},hog_decode={_sha(hog)}"}
     consumer = ConsumerProcess(kafka_broker.bootstrap_servers, served_triton.grpc_url, topics, "g-decode",
-                               tmp_path / "consumer.log", ["--decode-workers", "2", "--decode-timeout-s", "5",
+                               tmp_path / "consumer.log", ["--decode-workers", "2", "--decode-timeout-s", "20",
                                                            "--decode-memory-mb", "768"], env=env).start()
     reader = TopicReader(kafka_broker.bootstrap_servers, topics["result"], topics["dead"])
     try:

@@ -37,7 +37,7 @@ def pools():
 
 
 def test_a_task_past_its_time_limit_fails_alone_and_only_its_worker_is_replaced(pools) -> None:
-    pool = DecodePool(2, task_timeout_s=2.0)
+    pool = DecodePool(2, task_timeout_s=10.0)  # generous: a loaded CI host still answers a trivial task
     pools.append(pool)
     before = _workers(pool)
     slow = pool.submit(_sleep, 600)
