@@ -188,6 +188,8 @@ def test_triton_service_is_headless(rendered: list[dict[str, Any]]) -> None:
     assert service["spec"]["clusterIP"] == "None"
     config = by_kind(rendered, "ConfigMap")["skinbatch-consumer"]["data"]
     assert config["SKINBATCH_TRITON_URL"].split(":")[0] == "triton"
+    # Each consumer spreads over every address the headless name resolves to, not one connection.
+    assert config["SKINBATCH_TRITON_DISCOVERY"] == "dns"
 
 
 def minimum_replicas(rendered: list[dict[str, Any]], workload: str) -> int:
