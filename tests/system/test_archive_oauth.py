@@ -19,10 +19,10 @@ from pydicom.uid import generate_uid
 
 from skinbatch._child import free_port
 from skinbatch.dicomweb.client import DicomWebArchive, DicomWebSettings
-from skinbatch.dicomweb.orthanc import LocalOrthanc, OrthancConfig
+from skinbatch.dicomweb.orthanc import LocalOrthanc
 from skinbatch.samples import pydicom_colour_files
 from tests.fixtures.gateways import BearerGateway, HydraIssuer
-from tests.fixtures.orthanc import require_orthanc
+from tests.fixtures.orthanc import running_orthanc
 from tests.fixtures.stack import ConsumerProcess, TopicReader, produce, unique_topics
 
 pytestmark = pytest.mark.system
@@ -35,14 +35,8 @@ AUTH_EXIT = 12  # ExitCode.AUTH
 @pytest.fixture(scope="module")
 def open_orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalOrthanc]:
     """An Orthanc without its own authentication: the gateway in front of it is the only door."""
-    require_orthanc()
-    server = LocalOrthanc(OrthancConfig(work_dir=tmp_path_factory.mktemp("orthanc-open")))
-    server.start()
-    try:
-        server.wait_ready()
+    with running_orthanc(tmp_path_factory.mktemp("orthanc-open"), password=False) as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import hashlib
 import io
 import json
 import os
-import secrets
 import socket
 from collections.abc import Iterator
 from contextlib import closing
@@ -31,7 +30,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
 from skinbatch.dicomweb.client import DicomWebArchive, DicomWebSettings, InstanceRef
-from skinbatch.dicomweb.orthanc import LocalOrthanc, OrthancConfig
+from skinbatch.dicomweb.orthanc import LocalOrthanc
 from skinbatch.dicomweb.retrieve import (
     DERMOSCOPIC_PHOTOGRAPHY,
     VL_PHOTOGRAPHIC,
@@ -43,7 +42,7 @@ from skinbatch.dicomweb.retrieve import (
 from skinbatch.imaging import DecodeLimits
 from skinbatch.samples import synthetic_jpeg
 from tests.fixtures.memory import PeakPss
-from tests.fixtures.orthanc import ORTHANC_USER, require_orthanc
+from tests.fixtures.orthanc import ORTHANC_USER, running_orthanc
 from tests.fixtures.stack import ConsumerProcess, TopicReader, produce, unique_topics
 
 pytestmark = pytest.mark.system
@@ -58,17 +57,8 @@ SLACK = 200 * MB
 @pytest.fixture(scope="module")
 def logged_orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalOrthanc]:
     """An Orthanc whose log names every HTTP request it serves (``--verbose-http``)."""
-    require_orthanc()
-    password = "pw-" + secrets.token_hex(8)
-    server = LocalOrthanc(OrthancConfig(users={ORTHANC_USER: password}, verbose_http=True,
-                                        work_dir=tmp_path_factory.mktemp("orthanc-logged")))
-    server.password = password  # type: ignore[attr-defined]
-    server.start()
-    try:
-        server.wait_ready()
+    with running_orthanc(tmp_path_factory.mktemp("orthanc-logged"), verbose_http=True) as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 # -- instances, written with pydicom -----------------------------------------------------------------------
