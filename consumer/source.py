@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
 from skinbatch.connect.kafka import codec_problem
@@ -49,14 +49,19 @@ class Taken:
     record: Any
 
 
-class _Rebalance(ConsumerRebalanceListener):
+class _Rebalance(AsyncConsumerRebalanceListener):
+    """kafka-python 3.0 runs rebalance listeners on its IO thread, where a blocking ``commit()`` raises
+    RuntimeError: the done prefix (and the poison state's withdrawn grant) of revoked partitions was never
+    committed, and their next owner took the revocation for a death. As coroutines, the listener awaits
+    the commit on the IO loop before the member rejoins."""
+
     def __init__(self, source: KafkaSource) -> None:
         self.source = source
 
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self.source.revoked(list(revoked))
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.source.revoked_async(list(revoked))
 
-    def on_partitions_assigned(self, assigned: Any) -> None:
+    async def on_partitions_assigned(self, assigned: Any) -> None:
         self.source.assigned(list(assigned))
 
 
@@ -99,12 +104,37 @@ class KafkaSource:
 
     def revoked(self, revoked: list[TopicPartition]) -> None:
         """Commit what is done, then forget the lost partitions' in-flight work."""
+        positions = self._revoked_positions(revoked)
+        if positions:
+            self._commit(positions)
+        self._forget(revoked)
+
+    async def revoked_async(self, revoked: list[TopicPartition]) -> None:
+        """:meth:`revoked` from kafka-python's IO loop (the rebalance listener): the commit is awaited
+        there, through the coordinator's own coroutine, instead of blocking the loop it runs on."""
+        positions = self._revoked_positions(revoked)
+        commit: Any = getattr(getattr(self.consumer, "_coordinator", None), "_commit_offsets_sync_async", None)
+        if positions and (commit is None or self.committer.transactional):
+            self._commit(positions)
+        elif positions:
+            offsets = self._offsets(positions)
+            try:
+                await commit(offsets, 10_000)
+            except Exception as exc:  # noqa: BLE001 - a failed commit only means some redelivery later
+                log.warning("commit on revocation failed", extra={"event": "commit_failed",
+                                                                  "error": type(exc).__name__})
+            else:
+                self._committed(positions, offsets)
+        self._forget(revoked)
+
+    def _revoked_positions(self, revoked: list[TopicPartition]) -> dict[Any, int]:
         positions = {tp: pos for tp, pos in self.tracker.to_commit().items() if tp in revoked}
         if self.guard is not None:
             self.guard.stop_cleanly(revoked)  # the dropped work is not a death
             positions.update(self._meta_changed(revoked))
-        if positions:
-            self._commit(positions)
+        return positions
+
+    def _forget(self, revoked: list[TopicPartition]) -> None:
         for tp in revoked:
             if self.guard is not None:
                 self.guard.forget(tp)
@@ -235,17 +265,23 @@ class KafkaSource:
             return ""
         return self.guard.metadata(tp, position, self.tracker.done_from(tp, position))
 
+    def _offsets(self, positions: dict[Any, int]) -> dict[Any, OffsetAndMetadata]:
+        return {tp: OffsetAndMetadata(pos, self._metadata(tp, pos), -1) for tp, pos in positions.items()}
+
     def _commit(self, positions: dict[Any, int]) -> bool:
-        offsets = {tp: OffsetAndMetadata(pos, self._metadata(tp, pos), -1) for tp, pos in positions.items()}
+        offsets = self._offsets(positions)
         try:
             self.committer.commit(offsets)
         except Exception as exc:  # noqa: BLE001 - a failed commit only means some redelivery later
             log.warning("commit failed; will retry", extra={"event": "commit_failed", "error": type(exc).__name__})
             return False
+        self._committed(positions, offsets)
+        return True
+
+    def _committed(self, positions: dict[Any, int], offsets: dict[Any, OffsetAndMetadata]) -> None:
         self.tracker.mark_committed(positions)
         for tp, meta in offsets.items():
             self._meta_sent[tp] = meta.metadata
-        return True
 
     def lags(self) -> Iterator[tuple[TopicPartition, int]]:
         """Per assigned partition: the high watermark minus the done prefix."""

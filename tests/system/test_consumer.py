@@ -299,7 +299,7 @@ def test_fetch_watchdog_rejoins_then_exits_and_nothing_is_lost(kafka_broker: Any
     import threading
 
     from kafka import KafkaConsumer
-    from kafka.consumer.subscription_state import ConsumerRebalanceListener
+    from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
     from skinbatch.consumer.cli import build_consumer
     from skinbatch.consumer.config import ConsumerConfig
@@ -313,12 +313,13 @@ def test_fetch_watchdog_rejoins_then_exits_and_nothing_is_lost(kafka_broker: Any
         def subscribe(self, topics: Any = (), pattern: Any = None, listener: Any = None) -> None:
             consumer = self
 
-            class Pausing(ConsumerRebalanceListener):  # type: ignore[misc]
-                def on_partitions_revoked(self, revoked: Any) -> None:
-                    listener.on_partitions_revoked(revoked)
+            class Pausing(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+                # The service's listener is a coroutine (kafka-python 3.0 runs listeners on its IO loop).
+                async def on_partitions_revoked(self, revoked: Any) -> None:
+                    await listener.on_partitions_revoked(revoked)
 
-                def on_partitions_assigned(self, assigned: Any) -> None:
-                    listener.on_partitions_assigned(assigned)
+                async def on_partitions_assigned(self, assigned: Any) -> None:
+                    await listener.on_partitions_assigned(assigned)
                     consumer.pause(*assigned)  # before the fetch of the poll that brought the assignment
 
             super().subscribe(topics, pattern, Pausing())
