@@ -10,9 +10,14 @@ from pathlib import Path
 
 import click
 
-from skinbatch.connect.kafka import COMPRESSION_TYPES, KafkaConnection, probe_kafka
+from skinbatch.connect.kafka import COMPRESSION_TYPE, KafkaConnection, probe_kafka
 from skinbatch.connect.options import kafka_options
 from skinbatch.contract import EXIT_CODE_EPILOG, ExitCode, KafkaProblem
+from skinbatch.scoring.settings import PipelineSettings
+from skinbatch.settings import ARCHIVE_ROOT, JSON, Alias, Topics, options
+
+REQUEST_OVERHEAD_BYTES = 64 * 1024
+"""Room in a produce request for the record's key, headers and framing beside an image of the limit."""
 
 
 def iter_files(paths: list[Path]) -> Iterator[Path]:
@@ -31,23 +36,24 @@ def iter_files(paths: list[Path]) -> Iterator[Path]:
 @click.command(epilog=EXIT_CODE_EPILOG)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @kafka_options()
-@click.option("--topic", envvar="SKINBATCH_REQUEST_TOPIC", show_envvar=True, default="skinbatch.requests",
-              show_default=True)
-@click.option("--compression-type", type=click.Choice(COMPRESSION_TYPES), default="none", show_default=True,
-              help="Codec of the request records. JPEG and compressed DICOM do not shrink, so none by default; "
+@options(Topics, only=("request_topic",), request_topic={"aliases": (Alias("--topic"),)})
+@COMPRESSION_TYPE.option(
+    default="none", help="Codec of the request records. JPEG and compressed DICOM do not shrink, so none by default; "
                    "uncompressed DICOM halves with lz4 or zstd. The consumer reads every codec.")
 @click.option("--by-reference", is_flag=True, help="Send {\"uri\": ...} references instead of the bytes.")
-@click.option("--archive-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="With --by-reference: references are made relative to this folder (the consumer's root).")
+@ARCHIVE_ROOT.option(help="With --by-reference: references are made relative to this folder (the consumer's "
+                          "--archive-root).")
 @click.option("--key", "key_mode", type=click.Choice(["none", "sha256", "counter"]), default="none", show_default=True,
               help="Message key (the request id unless a header sets one). 'none' lets the consumer derive it "
                    "from the DICOM SOP Instance UID or the content hash. File names are never used: they may "
                    "contain patient data.")
-@click.option("--max-request-bytes", default=64 * 1024 * 1024, show_default=True,
-              help="Client-side limit; the broker's own message.max.bytes also applies.")
-@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
-def publish(paths: tuple[Path, ...], kafka: KafkaConnection, topic: str, compression_type: str, by_reference: bool,
-            archive_root: Path | None, key_mode: str, max_request_bytes: int, as_json: bool) -> None:
+@options(PipelineSettings, only=("max_image_bytes",), max_image_bytes={
+    "help": "Largest image sent inline, in bytes: the consumer's limit, so that nothing is sent that it would "
+            "refuse; larger files are reported, not sent (send them --by-reference). The broker's own "
+            "message.max.bytes also applies.", "aliases": (Alias("--max-request-bytes"),)})
+@JSON.option(help="Print a machine-readable summary.")
+def publish(paths: tuple[Path, ...], kafka: KafkaConnection, request_topic: str, compression_type: str,
+            by_reference: bool, archive_root: str | None, key_mode: str, max_image_bytes: int, as_json: bool) -> None:
     """Send image files and folders (DICOM, JPEG, PNG) as scoring requests.
 
     Exit code 0 when every file was acknowledged by the broker, 3 when some were refused (for
@@ -58,7 +64,7 @@ def publish(paths: tuple[Path, ...], kafka: KafkaConnection, topic: str, compres
 
     if by_reference and archive_root is None:
         raise click.UsageError("--by-reference needs --archive-root, the folder the consumer resolves references under")
-    root = archive_root.resolve() if archive_root else None
+    root = Path(archive_root).resolve() if archive_root else None
     try:
         probe_kafka(kafka)
     except KafkaProblem as exc:
@@ -67,7 +73,8 @@ def publish(paths: tuple[Path, ...], kafka: KafkaConnection, topic: str, compres
     # Not idempotent: kafka-python 3.0's idempotent producer stays failed after one message the broker
     # refuses as too large, and here one oversized file must not stop the rest. A retried send may
     # duplicate a request, which the consumer's at-least-once contract already allows.
-    producer = KafkaProducer(acks="all", enable_idempotence=False, linger_ms=10, max_request_size=max_request_bytes,
+    producer = KafkaProducer(acks="all", enable_idempotence=False, linger_ms=10,
+                             max_request_size=max_image_bytes + REQUEST_OVERHEAD_BYTES,
                              client_id="skinbatch-publish",
                              compression_type=None if compression_type == "none" else compression_type,
                              **kafka.client_kwargs())
@@ -85,6 +92,11 @@ def publish(paths: tuple[Path, ...], kafka: KafkaConnection, topic: str, compres
             value = json.dumps({"uri": rel.as_posix()}).encode()
             headers.append(("content-type", b"application/vnd.skinbatch.reference+json"))
         else:
+            size = path.stat().st_size
+            if size > max_image_bytes:
+                failed.append({"file": str(path), "error": f"{size} bytes, over --max-image-bytes {max_image_bytes} "
+                               "(the consumer would refuse it as too_large); send it --by-reference"})
+                continue
             value = path.read_bytes()
         key = None
         if key_mode == "sha256":
@@ -92,7 +104,7 @@ def publish(paths: tuple[Path, ...], kafka: KafkaConnection, topic: str, compres
         elif key_mode == "counter":
             key = str(n).encode()
         try:
-            pending.append((path, producer.send(topic, value=value, key=key, headers=headers or None)))
+            pending.append((path, producer.send(request_topic, value=value, key=key, headers=headers or None)))
         except Exception as exc:  # noqa: BLE001 - reported per file below
             failed.append({"file": str(path), "error": _explain(exc)})
     for path, future in pending:
@@ -102,12 +114,12 @@ def publish(paths: tuple[Path, ...], kafka: KafkaConnection, topic: str, compres
         except Exception as exc:  # noqa: BLE001
             failed.append({"file": str(path), "error": _explain(exc)})
     producer.close(timeout=10)
-    summary = {"topic": topic, "sent": sent, "failed": failed}
+    summary = {"topic": request_topic, "sent": sent, "failed": failed}
     if as_json:
         json.dump(summary, sys.stdout)
         click.echo()
     else:
-        click.echo(f"sent {sent} request(s) to {topic}")
+        click.echo(f"sent {sent} request(s) to {request_topic}")
         for f in failed:
             click.echo(f"  not sent: {f['file']}: {f['error']}", err=True)
     sys.exit(int(ExitCode.PARTIAL if failed else ExitCode.OK))

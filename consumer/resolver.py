@@ -7,8 +7,8 @@ outcomes come back to the loop thread through the mailbox. The resolver
 * retrieves each instance as stored (WADO-RS), at most ``2 × workers`` at a time and while the bytes
   held stay under the consumer's budget, then hands the bytes to the owner to score. Each retrieval is
   bounded (:mod:`skinbatch.dicomweb.retrieve`): its metadata is read first (a SOP class we do not score
-  or too many pixels: a typed dead letter, nothing downloaded), and it streams under ``--max-message-bytes``.
-  From its start until the owner has the bytes, a retrieval holds ``--max-message-bytes`` (then the
+  or too many pixels: a typed dead letter, nothing downloaded), and it streams under ``--max-image-bytes``.
+  From its start until the owner has the bytes, a retrieval holds ``--max-image-bytes`` (then the
   announced size, then the size received) on :attr:`DicomWebResolver.meter`, which the owner counts in
   its byte budget: bytes still downloading count too;
 * with ``--store-results``, stores the SR of a scored instance (STOW-RS) unless the archive has it.

@@ -94,33 +94,34 @@ class ScoringConsumer:
         self._windows: dict[str, ScoreWindow] = {}
         self._next_gauges = 0.0
         self._next_paused_poll = 0.0
-        self.guard = PoisonGuard(slack=max(8, config.max_in_flight // 4))
+        own, pipe = config.consumer, config.pipeline
+        self.guard = PoisonGuard(slack=max(8, own.max_in_flight // 4))
         self._held: deque[Taken] = deque()
         """Records taken from Kafka and not started: behind a suspect that must run alone (consumer/poison.py)."""
-        self.committer = make_committer(config.exactly_once, kafka_consumer, producer,
+        self.committer = make_committer(own.exactly_once, kafka_consumer, producer,
                                         on_fatal=lambda problem: self._fail(problem, "transaction_fenced"))
-        self.source = KafkaSource(kafka_consumer, config.request_topic, self.metrics,
-                                  commit_interval_s=config.commit_interval_s, fetch_stall_s=config.fetch_stall_s,
+        self.source = KafkaSource(kafka_consumer, config.topics.request_topic, self.metrics,
+                                  commit_interval_s=own.commit_interval_s, fetch_stall_s=own.fetch_stall_s,
                                   guard=self.guard, committer=self.committer)
         self.sink = ResultSink(producer, self.mailbox, self.timers, self.metrics,
-                               dead_letter_topic=config.dead_letter_topic, retry_s=config.retry_initial_s,
-                               retry_max_s=config.retry_max_s,
+                               dead_letter_topic=config.topics.dead_letter_topic, retry_s=own.retry_initial_s,
+                               retry_max_s=own.retry_max_s,
                                on_fatal=lambda problem: self._fail(problem, "dead_letter_too_large"),
                                committer=self.committer)
-        self._read_backoff = Backoff(max(config.retry_initial_s, config.retry_max_s / 4), config.retry_max_s)
-        options = PipelineOptions(workers=config.decode_workers, limits=config.decode_limits(),
-                                  max_frames=config.max_infer_in_flight, max_requests=config.max_infer_requests,
-                                  max_batch=config.max_infer_batch,
-                                  shared_memory=config.shared_memory, timeout_s=config.triton_timeout_s,
-                                  retry_initial_s=config.retry_initial_s, retry_max_s=config.retry_max_s,
-                                  decode_timeout_s=config.decode_timeout_s or None,
-                                  decode_memory_bytes=(config.decode_memory_mb << 20) or None)
+        self._read_backoff = Backoff(max(own.retry_initial_s, own.retry_max_s / 4), own.retry_max_s)
+        options = PipelineOptions(workers=pipe.decode_workers, limits=config.decode_limits(),
+                                  max_frames=pipe.max_infer_in_flight, max_requests=pipe.max_infer_requests,
+                                  max_batch=pipe.max_infer_batch,
+                                  shared_memory=pipe.shared_memory, timeout_s=config.triton.triton_timeout_s,
+                                  retry_initial_s=own.retry_initial_s, retry_max_s=own.retry_max_s,
+                                  decode_timeout_s=pipe.decode_timeout_s or None,
+                                  decode_memory_bytes=(pipe.decode_memory_mb << 20) or None)
         self.pipeline = ScoringPipeline(scorer, self.mailbox, self, options)
         self.resolver = None if archive is None else DicomWebResolver(
-            archive, self, self.mailbox, self.timers, self.metrics, workers=config.dicomweb_workers,
-            retry_initial_s=config.retry_initial_s, retry_max_s=config.retry_max_s,
-            store_results=config.store_results, room=self._room_for_bytes, limits=config.decode_limits())
-        self.health = Health(config.liveness_timeout_s)
+            archive, self, self.mailbox, self.timers, self.metrics, workers=config.archive.dicomweb_workers,
+            retry_initial_s=own.retry_initial_s, retry_max_s=own.retry_max_s,
+            store_results=config.archive.store_results, room=self._room_for_bytes, limits=config.decode_limits())
+        self.health = Health(config.consumer.liveness_timeout_s)
         self.health.archive = None if archive is None else True
         self.metrics.health = self.health
         self.wedge_watch = WedgeWatch(self.health, on_exit=_end_children)
@@ -165,8 +166,9 @@ class ScoringConsumer:
                 self.watch.start()
             self.health.started = True
             self.wedge_watch.start()
-            log.info("consuming", extra={"event": "start", "topic": self.config.request_topic,
-                                         "group": self.config.group_id, "shared_memory": self.pipeline.shared_memory})
+            topics = self.config.topics
+            log.info("consuming", extra={"event": "start", "topic": topics.request_topic, "group": topics.group_id,
+                                         "shared_memory": self.pipeline.shared_memory})
             while not self._stop.is_set():
                 self._step()
             self._drain()
@@ -175,7 +177,7 @@ class ScoringConsumer:
         return self._exit_code
 
     def _wait_for_model(self) -> ModelCard | None:
-        backoff = Backoff(self.config.retry_initial_s, self.config.retry_max_s)
+        backoff = Backoff(self.config.consumer.retry_initial_s, self.config.consumer.retry_max_s)
         while not self._stop.is_set():
             self.health.turned(work_in_flight=False, waiting_on_purpose=True)
             try:
@@ -232,17 +234,17 @@ class ScoringConsumer:
 
     def _room_for_bytes(self) -> bool:
         """The byte budget (``--max-in-flight-bytes``): payloads waiting to be decoded, and what DICOMweb
-        retrievals hold or may still receive (each counts ``--max-message-bytes`` until its size is known)."""
+        retrievals hold or may still receive (each counts ``--max-image-bytes`` until its size is known)."""
         held = self.resolver.meter.held if self.resolver is not None else 0
-        return self.pipeline.payload_bytes + held < self.config.max_in_flight_bytes
+        return self.pipeline.payload_bytes + held < self.config.consumer.max_in_flight_bytes
 
     def _flow_control(self) -> None:
-        cfg = self.config
+        limit = self.config.consumer.max_in_flight
         resolver = self.resolver
-        saturated = (self.source.tracker.in_flight() >= cfg.max_in_flight or not self._room_for_bytes() or self._held
-                     or self.committer.holding >= cfg.max_in_flight  # answers waiting for their transaction
+        saturated = (self.source.tracker.in_flight() >= limit or not self._room_for_bytes() or self._held
+                     or self.committer.holding >= limit  # answers waiting for their transaction
                      or self.pipeline.saturated
-                     or (resolver is not None and (resolver.backlog >= cfg.max_in_flight or resolver.down_since)))
+                     or (resolver is not None and (resolver.backlog >= limit or resolver.down_since)))
         self.source.flow(bool(saturated) or self._stop.is_set())
 
     # -- admitting records: poison messages (consumer/poison.py) -------------------------------------------
@@ -320,12 +322,12 @@ class ScoringConsumer:
         value = record.value
         job.size = len(value) if value else 0
         try:
-            request = parse_request(value, record.key, list(record.headers or []), cfg.archive_root,
-                                    cfg.max_message_bytes, dicomweb_enabled=self.resolver is not None)
+            request = parse_request(value, record.key, list(record.headers or []), cfg.consumer.archive_root,
+                                    cfg.pipeline.max_image_bytes, dicomweb_enabled=self.resolver is not None)
         except RequestRejected as exc:
             self.reject(job, _fallback_id(record), exc.type, exc.message, {"bytes": job.size})
             return
-        if cfg.malignancy_maps and not request.want_map:
+        if cfg.consumer.malignancy_maps and not request.want_map:
             request = replace(request, want_map=True)
         job.request = replace(request, payload=None)  # the pipeline holds the bytes until they are decoded
         if request.dicomweb is not None:
@@ -364,7 +366,7 @@ class ScoringConsumer:
         self.metrics.decode_seconds.observe(result.decoded.decode_ms / 1000)
         for frame in result.frames:
             self.metrics.infer_seconds.observe(frame.infer_ms / 1000)
-        if self.config.store_results and self.resolver is not None and job.instance is not None \
+        if self.config.archive.store_results and self.resolver is not None and job.instance is not None \
                 and job.source_header is not None:
             assert self.card is not None
             self.resolver.store(job, self.card)
@@ -491,8 +493,8 @@ class ScoringConsumer:
                 msg["sr"] = job.sr
             results.append(msg)
             self._observe(frame.scores.malignancy, card.version)
-        records = [Record(self.config.result_topic, m["request_id"], m) for m in results]
-        if self.config.fhir_topic:
+        records = [Record(self.config.topics.result_topic, m["request_id"], m) for m in results]
+        if self.config.topics.fhir_topic:
             records.append(self._fhir_record(base, results, card))
         job.outcome = "ok"
         self.sink.send(records, lambda: self._answered(job), current=lambda: self.current(job), source=job.source)
@@ -503,8 +505,8 @@ class ScoringConsumer:
         bundle = fhir_bundle(base, [FhirFrame.from_result(m) for m in results], card.model_summary(),
                              codes=card.taxonomy.get("codes"), issued=datetime.now(UTC),
                              taxonomy_name=card.taxonomy.get("name"))
-        assert self.config.fhir_topic is not None
-        return Record(self.config.fhir_topic, base, encode(bundle), (("content-type", CONTENT_TYPE.encode()),))
+        assert self.config.topics.fhir_topic is not None
+        return Record(self.config.topics.fhir_topic, base, encode(bundle), (("content-type", CONTENT_TYPE.encode()),))
 
     def reject(self, job: Job, request_id: str, error_type: str, message: str,
                input_info: dict[str, Any] | None) -> None:
@@ -513,7 +515,8 @@ class ScoringConsumer:
         msg = messages.dead_letter_message(request_id=request_id, error_type=error_type, error_message=message,
                                            src=job.source, input_info=input_info)
         job.outcome = "rejected"
-        self.sink.send([Record(self.config.dead_letter_topic, msg["request_id"], msg)], lambda: self._answered(job),
+        topic = self.config.topics.dead_letter_topic
+        self.sink.send([Record(topic, msg["request_id"], msg)], lambda: self._answered(job),
                        current=lambda: self.current(job), source=job.source)
 
     def _answered(self, job: Job) -> None:
@@ -574,7 +577,7 @@ class ScoringConsumer:
         Abandoned work (the served model changed, before or during the drain) is not finished: only the
         done prefix is committed, and the rest is redelivered.
         """
-        deadline = time.monotonic() + self.config.drain_timeout_s
+        deadline = time.monotonic() + self.config.consumer.drain_timeout_s
         if not self._abandoned:
             log.info("draining", extra={"event": "drain", "in_flight": self.source.tracker.in_flight()})
         while self._processing() > 0 and time.monotonic() < deadline and not self._abandoned:

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from skinbatch.contract import ExitCode
+from skinbatch.settings import JSON, REPOSITORY, TAXONOMY
 
 from .errors import ConverterError
 
@@ -33,8 +34,8 @@ def _batch_sizes(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False, path_type=Path),
               help="An Inception ONNX (float NCHW/NHWC or uint8 NHWC input).")
 @click.option("--demo-weights", is_flag=True, help="Seeded random weights: an UNTRAINED model for demos and tests.")
-@click.option("--taxonomy", type=click.Path(dir_okay=False, path_type=Path),
-              help="Taxonomy JSON the network was trained on (default: the bundled one).")
+@TAXONOMY.option(type=click.Path(dir_okay=False, path_type=Path),
+                 help="Taxonomy JSON the network was trained on (default: the bundled one).")
 @click.option("--normalization", type=click.Choice(["inception", "imagenet"]), default="inception", show_default=True,
               help="inception: x/127.5-1 (paper); imagenet: (x/255-mean)/std.")
 @click.option("--target", type=click.Choice(["tensorrt", "onnx", "cpu"]), default="tensorrt", show_default=True,
@@ -66,8 +67,7 @@ def _batch_sizes(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="Seeded images for the parity and drift checks.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path),
               help="TensorRT timing cache: loaded if present, saved after the build.")
-@click.option("--repository", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Model repository folder to write into.")
+@REPOSITORY.option(required=True, help="Model repository folder to write into.")
 @click.option("--force", is_flag=True, help="Replace existing skin_classifier/inception_v3/taxonomy folders.")
 @click.option("--malignancy-map/--no-malignancy-map", default=True, show_default=True,
               help="Serve MALIGNANCY_MAP, the class activation map of P(malignant) (where the network ends in "
@@ -77,7 +77,7 @@ def _batch_sizes(ctx: click.Context, param: click.Parameter, value: str | None) 
                    "score-drift PSI, embedded in the model card.")
 @click.option("--update-card", is_flag=True,
               help="Convert nothing: embed --reference-distribution into the card of the existing --repository.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@JSON.option(help="Print the summary as JSON on stdout.")
 def convert(
     checkpoint: Path | None,
     onnx_path: Path | None,

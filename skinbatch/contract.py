@@ -25,6 +25,11 @@ TAXONOMY_STEP = "taxonomy"
 """Sums the training-class probabilities up the disease tree (FP32)."""
 MODEL_NAMES = (ENSEMBLE, INCEPTION_STEP, TAXONOMY_STEP)
 
+# The Kafka topics' default names (every command that names a topic takes them from here).
+REQUEST_TOPIC = "skinbatch.requests"
+RESULT_TOPIC = "skinbatch.results"
+DEAD_LETTER_TOPIC = "skinbatch.dead-letter"
+
 
 class Tensor(StrEnum):
     """Tensor names of the ensemble (and, for ``IMAGE`` and ``TRAINING_PROBS``, of its steps)."""

@@ -20,9 +20,12 @@ from typing import Any
 
 import click
 
+from skinbatch.contract import DEAD_LETTER_TOPIC, REQUEST_TOPIC, RESULT_TOPIC
 from skinbatch.modelcard import ModelCardError, load_model_card
+from skinbatch.settings import JSON, REPOSITORY, Alias, lone
 
-REQUEST, RESULT, DEAD = "skinbatch.requests", "skinbatch.results", "skinbatch.dead-letter"
+REQUEST, RESULT, DEAD = REQUEST_TOPIC, RESULT_TOPIC, DEAD_LETTER_TOPIC
+WAIT_S = lone("wait_s", "Seconds to wait for every result.", 900.0, type=click.FloatRange(min=1), env=False)
 
 
 def _say(text: str) -> None:
@@ -76,14 +79,14 @@ def _table(results: list[dict[str, Any]], dead: list[dict[str, Any]], trained: b
 
 
 @click.command()
-@click.option("--repository", type=click.Path(file_okay=False, path_type=Path), default=Path("model_repository"),
-              show_default=True, help="Model repository; a demo model is converted into it if it has none.")
-@click.option("--timeout", default=900.0, show_default=True, help="Seconds to wait for every result.")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON lines instead of a table.")
+@REPOSITORY.option(default=Path("model_repository"),
+                   help="Model repository; a demo model is converted into it if it has none.")
+@WAIT_S.option(aliases=(Alias("--timeout"),))
+@JSON.option(help="Print the results as JSON lines instead of a table.")
 @click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True,
               help="How the consumer talks to the local Triton (the URL goes through the same parser as "
                    "every command's --triton-url).")
-def demo(repository: Path, timeout: float, as_json: bool, protocol: str) -> None:
+def demo(repository: Path, wait_s: float, as_json: bool, protocol: str) -> None:
     """Run the whole job on a local Kafka and a local Triton: sample images in, scores out."""
     from kafka import KafkaProducer
 
@@ -115,7 +118,7 @@ def demo(repository: Path, timeout: float, as_json: bool, protocol: str) -> None
                 producer.flush()
                 producer.close()
                 _say(f"published {len(requests)} requests; consuming with `skinbatch consume`")
-                config = ConsumerConfig(
+                config = ConsumerConfig.from_values(
                     bootstrap_servers=broker.bootstrap_servers,
                     triton_url=triton.grpc_url if protocol == "grpc" else triton.http_url,
                     request_topic=REQUEST, result_topic=RESULT, dead_letter_topic=DEAD,
@@ -124,7 +127,7 @@ def demo(repository: Path, timeout: float, as_json: bool, protocol: str) -> None
                 service = build_consumer(config)
                 runner = threading.Thread(target=service.run, name="consumer", daemon=True)
                 runner.start()
-                results, dead = _collect(broker.bootstrap_servers, {rid for rid, _, _ in requests}, timeout)
+                results, dead = _collect(broker.bootstrap_servers, {rid for rid, _, _ in requests}, wait_s)
                 service.stop()
                 runner.join(60)
                 trained = bool(results and results[0]["model"]["trained"])

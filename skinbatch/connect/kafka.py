@@ -20,15 +20,22 @@ import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
+
 from skinbatch.contract import ConfigurationError, KafkaProblem
+from skinbatch.settings import lone, setting
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
 COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
+COMPRESSION_TYPE = lone("compression_type", "Codec of the records this command produces.",
+                        type=click.Choice(COMPRESSION_TYPES))
+"""One concept in every command that produces records (``consume``: results; ``publish``: requests);
+each command says its own default."""
 PROBE_TIMEOUT_S = 25.0
 """Under the 30 s within which a misconfigured connection must be reported."""
 
@@ -42,20 +49,19 @@ class KafkaConnection:
     """Where the brokers are and how to authenticate: the same fields, flags and ``SKINBATCH_*``
     variables in every command (docs/deploy.md)."""
 
-    bootstrap_servers: str
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
-    sasl_username: str | None = None
-    sasl_password: str | None = field(default=None, repr=False)
-    sasl_oauth_token_file: str | None = None
-    """OAUTHBEARER: a file holding the current token, re-read on every authentication (a sidecar or
-    the platform refreshes it)."""
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    ssl_password: str | None = field(default=None, repr=False)
-    """Password of an encrypted ``ssl_keyfile``."""
-    ssl_check_hostname: bool = True
+    bootstrap_servers: str = setting("Kafka bootstrap servers, host:port[,host:port].")
+    security_protocol: str = setting(f"Kafka security protocol: {', '.join(SECURITY_PROTOCOLS)}.", "PLAINTEXT")
+    sasl_mechanism: str | None = setting(f"SASL mechanism: {', '.join(SASL_MECHANISMS)}.", None)
+    sasl_username: str | None = setting("SASL user (PLAIN, SCRAM).", None)
+    sasl_password: str | None = setting("SASL password.", None, secret=True)
+    sasl_oauth_token_file: str | None = setting("OAUTHBEARER: file with the current token, re-read at each login "
+                                                "(a sidecar or the platform refreshes it).", None)
+    ssl_cafile: str | None = setting("CA bundle that signed the brokers' certificates (SSL, SASL_SSL).", None)
+    ssl_certfile: str | None = setting("Client certificate for mutual TLS with the brokers.", None)
+    ssl_keyfile: str | None = setting("Client key for mutual TLS with the brokers.", None)
+    ssl_password: str | None = setting("Password of an encrypted --ssl-keyfile.", None, secret=True)
+    ssl_check_hostname: bool = setting("Check that the broker's certificate names the host connected to.", True,
+                                       flag="--ssl-check-hostname/--no-ssl-check-hostname")
 
     @property
     def servers(self) -> list[str]:
@@ -325,5 +331,6 @@ def _metadata(conn: KafkaConnection, deadline: float, client_factory: Callable[.
             raise problem
 
 
-__all__ = ["CODECS", "COMPRESSION_TYPES", "SASL_MECHANISMS", "SECURITY_PROTOCOLS", "FileTokenProvider",
+__all__ = ["CODECS", "COMPRESSION_TYPE", "COMPRESSION_TYPES", "SASL_MECHANISMS", "SECURITY_PROTOCOLS",
+           "FileTokenProvider",
            "KafkaConnection", "check_codecs", "codec_problem", "probe_kafka"]

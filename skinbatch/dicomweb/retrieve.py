@@ -22,7 +22,7 @@ Multi-frame instances under the pixel limit but over the byte limit are **refuse
 not retrieved frame by frame: WADO-RS ``/frames/`` returns pixel data without the data set around it (so
 the result's sha256 could no longer be of a file the archive holds), in a transfer syntax the archive
 may pick, and scoring dozens of cine frames is not what a request for a photograph means. A request
-that wants one frame of such an instance is refused the same way; raise ``--max-message-bytes`` to
+that wants one frame of such an instance is refused the same way; raise ``--max-image-bytes`` to
 score it.
 
 Every retrieval holds a :class:`Hold` on the consumer's :class:`ByteMeter`: the bytes it may still
@@ -237,7 +237,7 @@ def fetch_instance(session: requests.Session, url: str, timeout: tuple[float, fl
         length = _plain_length(r.headers)
         if length is not None and length > max_bytes + MULTIPART_OVERHEAD:
             raise InstanceRefused(f"the archive announces {length} bytes for the instance, over this consumer's "
-                                  f"limit of {max_bytes} (--max-message-bytes); refused before download",
+                                  f"limit of {max_bytes} (--max-image-bytes); refused before download",
                                   ErrorType.TOO_LARGE)
         if length is not None:
             hold.set(length)
@@ -291,7 +291,7 @@ def read_single_part(chunks: Iterable[bytes], content_type: str, max_bytes: int)
                 part.write(event)
                 if part.tell() > max_bytes:
                     raise InstanceRefused(f"the instance is over this consumer's limit of {max_bytes} bytes "
-                                          "(--max-message-bytes); download stopped there", ErrorType.TOO_LARGE)
+                                          "(--max-image-bytes); download stopped there", ErrorType.TOO_LARGE)
     except multipart.ParserError as exc:
         raise InstanceRefused(f"the archive's multipart answer does not parse ({exc})",
                               ErrorType.ARCHIVE_REJECTED) from None

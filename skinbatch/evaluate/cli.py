@@ -10,9 +10,11 @@ from typing import Any
 
 import click
 
-from skinbatch.connect.options import TritonTarget, triton_options
-from skinbatch.contract import ENSEMBLE, EXIT_CODE_EPILOG, ExitCode
+from skinbatch.connect.options import TritonSettings, TritonTarget, triton_options
+from skinbatch.contract import EXIT_CODE_EPILOG, ExitCode
 from skinbatch.drift import DEFAULT_WINDOW, MIN_REFERENCE, expected_psi
+from skinbatch.scoring.settings import PipelineSettings
+from skinbatch.settings import JSON, OUT_DIR, PROGRESS, TAXONOMY, Alias, options
 from skinbatch.status.health import check_triton
 from skinbatch.triage.progress import Progress
 from skinbatch.triage.run import Runner, RunOptions, default_workers
@@ -32,12 +34,11 @@ def _err(message: str) -> None:
 @click.option("--labels", "labels_csv", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV with columns path,label; label = any node of the taxonomy; paths relative to the CSV.")
 @triton_options()
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for metrics.json, scores.csv, the PNG plots, summary.md / summary.html and "
+@OUT_DIR.option(help="Folder for metrics.json, scores.csv, the PNG plots, summary.md / summary.html and "
                    "reference_distribution.json (P(malignant) per frame, the baseline of score-drift "
                    "monitoring). Scores are kept there, so a re-run only scores what is new.")
-@click.option("--taxonomy", "taxonomy_path", type=click.Path(exists=True, path_type=Path),
-              help="The served repository's skin_classifier/taxonomy.json, or the repository folder "
+@TAXONOMY.option(type=click.Path(exists=True, path_type=Path),
+                 help="The served repository's skin_classifier/taxonomy.json, or the repository folder "
                    "(default: the bundled taxonomy). Checked against the model card's sha256.")
 @click.option("--threshold", "thresholds", type=click.FloatRange(0, 1), multiple=True,
               help="Operating threshold for sensitivity/specificity; repeat for several (default 0.5).")
@@ -46,14 +47,13 @@ def _err(message: str) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--plots/--no-plots", default=True, show_default=True,
               help="PNG figures (need matplotlib: `pip install 'skinbatch[report]'`).")
-@click.option("--model", default=ENSEMBLE, show_default=True, help="The ensemble to call.")
-@click.option("--workers", type=click.IntRange(min=1), default=default_workers, show_default="CPUs - 1",
-              help="Decoding processes.")
-@click.option("--progress/--no-progress", "show_progress", default=None,
-              help="Progress bar on stderr (default: when stderr is a terminal).")
-@click.option("--json", "as_json", is_flag=True, help="Print the headline metrics as JSON on stdout.")
-def evaluate(labels_csv: Path, triton: TritonTarget, out_dir: Path, taxonomy_path: Path | None,
-             thresholds: tuple[float, ...], n_boot: int, seed: int, plots: bool, model: str, workers: int,
+@options(TritonSettings, only=("model",))
+@options(PipelineSettings, only=("decode_workers",),
+         decode_workers={"default": default_workers, "show_default": "CPUs - 1", "aliases": (Alias("--workers"),)})
+@PROGRESS.option()
+@JSON.option(help="Print the headline metrics as JSON on stdout.")
+def evaluate(labels_csv: Path, triton: TritonTarget, out_dir: Path, taxonomy: Path | None,
+             thresholds: tuple[float, ...], n_boot: int, seed: int, plots: bool, model: str, decode_workers: int,
              show_progress: bool | None, as_json: bool) -> None:
     """Score a labelled set and report ROC/AUC, sensitivity/specificity, 3-way and 9-way accuracy.
 
@@ -74,12 +74,12 @@ def evaluate(labels_csv: Path, triton: TritonTarget, out_dir: Path, taxonomy_pat
         sys.exit(int(health.exit_code))
     chosen_thresholds = list(thresholds) or [0.5]
     out_dir = out_dir.resolve()
-    options = RunOptions(triton=triton, model=model, workers=workers, keep_training=True)
-    with Runner(options) as runner:
+    run_options = RunOptions(triton=triton, model=model, workers=decode_workers, keep_training=True)
+    with Runner(run_options) as runner:
         card = runner.card
         try:
-            taxonomy, taxonomy_source = resolve_taxonomy(card, taxonomy_path)
-            cases = read_labels(labels_csv, taxonomy)
+            tree, taxonomy_source = resolve_taxonomy(card, taxonomy)
+            cases = read_labels(labels_csv, tree)
         except LabelsError as exc:
             _err(str(exc))
             sys.exit(int(ExitCode.USAGE))
@@ -103,7 +103,7 @@ def evaluate(labels_csv: Path, triton: TritonTarget, out_dir: Path, taxonomy_pat
         finally:
             store.close()
     scores = {p: CaseScores.mean_of(f) for p, f in frames.items()}
-    ev = evaluate_cases(cases, scores, taxonomy, card.coarse_labels, card.fine_labels, chosen_thresholds,
+    ev = evaluate_cases(cases, scores, tree, card.coarse_labels, card.fine_labels, chosen_thresholds,
                         n_boot=n_boot, seed=seed)
     meta: dict[str, Any] = {"model": card.model_summary(), "taxonomy_source": taxonomy_source,
                             "labels": labels_csv.name, "run": summary.to_dict()}

@@ -25,6 +25,7 @@ from skinbatch.localstack.kafka import (
     ensure_kafka_jars,
     kafka_version,
 )
+from skinbatch.settings import CACHE_DIR, JSON, WORK_DIR
 
 EXIT_BROKER_DIED = int(ExitCode.SERVER_DIED)
 EXIT_SETUP = int(ExitCode.ENVIRONMENT)
@@ -56,8 +57,7 @@ def localstack() -> None:
 
 
 @localstack.command("fetch")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Cache root (default: $SKINBATCH_CACHE or ~/.cache/skinbatch).")
+@CACHE_DIR.option()
 def fetch(cache_dir: Path | None) -> None:
     """Download the Kafka jars and the HAPI FHIR validator with Maven now (done on first use otherwise);
     print their folders."""
@@ -80,12 +80,9 @@ def fetch(cache_dir: Path | None) -> None:
               help="Partitions of each topic in --topics, and of auto-created topics.")
 @click.option("--message-max-bytes", type=click.IntRange(1024), default=DEFAULT_MESSAGE_MAX_BYTES,
               show_default=True, help="The broker's message.max.bytes.")
-@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Keep data and logs here (a temporary folder, deleted at exit, by default).")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Cache root for the jars (default: $SKINBATCH_CACHE or ~/.cache/skinbatch).")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON line with the address and paths once ready (for scripts).")
+@WORK_DIR.option(help="Keep data and logs here (a temporary folder, deleted at exit, by default).")
+@CACHE_DIR.option()
+@JSON.option(help="Print one JSON line with the address and paths once ready (for scripts).")
 def kafka(
     port: int | None,
     controller_port: int | None,

@@ -61,13 +61,13 @@ from skinbatch.timers import Timers
 from .decoding import decode_task, decode_worker_init, limits_dict
 from .scores import Scores
 from .servers import AnyScorer
+from .settings import SHARED_MEMORY_MODES
 from .slots import SharedSlots, remove_stale_segments
 from .transport import ShmInput, TritonTLSError
 from .workers import DecodePool, TaskOutOfMemory, TaskTimedOut
 
 log = logging.getLogger("skinbatch.scoring")
 
-SHARED_MEMORY_MODES = ("auto", "on", "off")
 MAX_CRASHES = 2
 """An input that was in the pool when a worker died this often is given up as a decoder fault."""
 

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from skinbatch.contract import EXIT_CODE_EPILOG, ExitCode
+from skinbatch.settings import JSON, REPOSITORY, WORK_DIR, Alias, lone
 
 from .config import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT, TritonServerConfig
 from .errors import ServeError, TritonEnvironmentError
@@ -26,6 +27,8 @@ EXIT_SERVER_DIED = int(ExitCode.SERVER_DIED)
 EXIT_ENVIRONMENT = int(ExitCode.ENVIRONMENT)
 EXIT_START_FAILED = int(ExitCode.START_FAILED)
 
+TRITON_METRICS_PORT = lone("triton_metrics_port", "The served Triton's Prometheus metrics port; 0 picks a free one.",
+                           DEFAULT_METRICS_PORT, type=click.IntRange(0, 65535), env=False)
 _EPILOG = (
     "Exit codes: 0 stopped cleanly on SIGTERM/Ctrl-C; 2 bad usage; 14 this environment cannot run the "
     "bundled Triton (glibc, stub, numpy); 15 the server did not start (repository, model, port, timeout); "
@@ -62,38 +65,29 @@ class _Reporter:
 
 
 @click.command("serve", epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--repository",
-    "--model-repository",
-    "repository",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Model repository folder (one sub-folder per model, each with config.pbtxt).",
-)
+@REPOSITORY.option(required=True, aliases=(Alias("--model-repository"),))
 @click.option("--http-port", type=click.IntRange(0, 65535), default=DEFAULT_HTTP_PORT, show_default=True,
               help="HTTP/REST port; 0 picks a free one.")
 @click.option("--grpc-port", type=click.IntRange(0, 65535), default=DEFAULT_GRPC_PORT, show_default=True,
               help="gRPC port; 0 picks a free one.")
-@click.option("--metrics-port", type=click.IntRange(0, 65535), default=DEFAULT_METRICS_PORT, show_default=True,
-              help="Prometheus metrics port; 0 picks a free one.")
+@TRITON_METRICS_PORT.option(aliases=(Alias("--metrics-port"),))
 @click.option("--address", default="127.0.0.1", show_default=True,
               help="Address to bind; 0.0.0.0 exposes the (unauthenticated) server to the network.")
 @click.option("--log-file", type=click.Path(path_type=Path, dir_okay=False),
               help="Server log (Triton and the models' output). Default: in the work folder.")
 @click.option("--log-verbose", type=click.IntRange(0), default=0, show_default=True,
               help="Triton's --log-verbose level.")
-@click.option("--work-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Where the python backend is assembled. Default: a temporary folder.")
+@WORK_DIR.option(help="Where the python backend is assembled. Default: a temporary folder.")
 @click.option("--startup-timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
               help="Seconds to wait for every model to be ready.")
 @click.option("--triton-arg", "extra_args", multiple=True, metavar="ARG",
               help="Extra tritonserver argument, e.g. --triton-arg=--model-load-thread-count=2 (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print events (started, ready, stopped, error) as JSON lines.")
+@JSON.option(help="Print events (started, ready, stopped, error) as JSON lines.")
 def serve(
     repository: Path,
     http_port: int,
     grpc_port: int,
-    metrics_port: int,
+    triton_metrics_port: int,
     address: str,
     log_file: Path | None,
     log_verbose: int,
@@ -107,7 +101,7 @@ def serve(
         repository=repository,
         http_port=http_port,
         grpc_port=grpc_port,
-        metrics_port=metrics_port,
+        metrics_port=triton_metrics_port,
         address=address,
         work_dir=work_dir,
         log_file=log_file,

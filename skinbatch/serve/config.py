@@ -6,10 +6,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skinbatch.connect.triton import GRPC_PORT, HTTP_PORT, METRICS_PORT
+
 # Triton's own defaults, so that clients written for a stock Triton connect unchanged.
-DEFAULT_HTTP_PORT = 8000
-DEFAULT_GRPC_PORT = 8001
-DEFAULT_METRICS_PORT = 8002
+DEFAULT_HTTP_PORT = HTTP_PORT
+DEFAULT_GRPC_PORT = GRPC_PORT
+DEFAULT_METRICS_PORT = METRICS_PORT
 
 
 @dataclass

@@ -14,15 +14,19 @@ import time
 import click
 
 from skinbatch.connect.kafka import KafkaConnection
-from skinbatch.connect.options import TritonTarget, kafka_options, triton_options
-from skinbatch.contract import ENSEMBLE, EXIT_CODE_EPILOG, ExitCode, KafkaProblem
+from skinbatch.connect.options import TritonSettings, TritonTarget, kafka_options, triton_options
+from skinbatch.connect.triton import METRICS_PORT
+from skinbatch.contract import EXIT_CODE_EPILOG, ExitCode, KafkaProblem
+from skinbatch.settings import JSON, Alias, Topics, lone, options
 
 from .collect import StatusReport, TritonSnapshot, build_report, read_drift, read_triton
 from .drift import DriftSnapshot
-from .kafka_lag import DEFAULT_DEAD_LETTER_TOPIC, KafkaProbe, KafkaSnapshot
+from .kafka_lag import KafkaProbe, KafkaSnapshot
 from .render import render_text
 
 _CLEAR = "\x1b[H\x1b[2J"
+TRITON_METRICS_URL = lone("metrics_url", f"Triton's Prometheus endpoint (default: http://<triton host>:{METRICS_PORT}"
+                         "/metrics).", flag="--triton-metrics-url")
 
 
 class _Reader:
@@ -81,27 +85,24 @@ def _emit(report: StatusReport, as_json: bool, clear: bool) -> None:
 
 @click.command("status", epilog=EXIT_CODE_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @triton_options()
-@click.option("--metrics-url", envvar="SKINBATCH_TRITON_METRICS_URL", show_envvar=True,
-              help="Triton's Prometheus endpoint (default: http://<triton host>:8002/metrics).")
-@click.option("--model", default=ENSEMBLE, show_default=True, help="The ensemble that must be ready.")
+@TRITON_METRICS_URL.option(aliases=(Alias("--metrics-url"),))
+@options(TritonSettings, only=("model",), model={"help": "The ensemble that must be ready."})
 @kafka_options(required=False, help="Kafka bootstrap servers, host:port[,host:port], for the consumer group's lag.")
-@click.option("--group-id", envvar="SKINBATCH_GROUP_ID", show_envvar=True,
-              help="Consumer group to report lag and dead-letter rate for (needs --bootstrap-servers).")
+@options(Topics, only=("group_id",), group_id={"default": None, "help": "Consumer group to report lag and "
+                                                "dead-letter rate for (needs --bootstrap-servers)."})
 @click.option("--consumer-metrics-url", "consumer_metrics", multiple=True, envvar="SKINBATCH_CONSUMER_METRICS_URL",
               show_envvar=True,
               help="A consumer's metrics page (http://host:9108/metrics); repeat for every consumer. Gives the "
                    "score drift: the PSI of P(malignant) against the model card's reference distribution.")
-@click.option("--dead-letter-topic", envvar="SKINBATCH_DEAD_LETTER_TOPIC", show_envvar=True,
-              default=DEFAULT_DEAD_LETTER_TOPIC, show_default=True,
-              help="Topic whose growth gives the dead-letter rate.")
+@options(Topics, only=("dead_letter_topic",), dead_letter_topic={"help": "Topic whose growth gives the dead-letter "
+                                                                          "rate."})
 @click.option("--watch", is_flag=True, help="Refresh every --interval seconds until Ctrl-C.")
 @click.option("--interval", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Seconds between the two readings the recent figures (req/s, recent batch size, "
                    "dead-letter rate) are taken over; 0 takes one reading.")
 @click.option("--count", type=click.IntRange(min=1), default=None,
               help="With --watch: stop after this many refreshes.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Machine-readable output: one JSON object (one per line with --watch).")
+@JSON.option(help="Machine-readable output: one JSON object (one per line with --watch).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
               help="Seconds to wait for each answer from Triton or Kafka.")
 def status(triton: TritonTarget, metrics_url: str | None, model: str, kafka: KafkaConnection | None,

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from skinbatch.connect.kafka import KafkaConnection, probe_kafka
-from skinbatch.contract import KafkaProblem
+from skinbatch.contract import DEAD_LETTER_TOPIC, KafkaProblem
 
-DEFAULT_DEAD_LETTER_TOPIC = "skinbatch.dead-letter"
+DEFAULT_DEAD_LETTER_TOPIC = DEAD_LETTER_TOPIC
 
 
 class KafkaStatusError(KafkaProblem):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from skinbatch.settings import JSON
+
 from .partition import PAPER_MAX_CLASS_SIZE, partition_taxonomy
 from .tree import Taxonomy, TaxonomyError, default_taxonomy, load_taxonomy
 
@@ -30,7 +32,7 @@ def taxonomy() -> None:
               help="A subtree with fewer images than this becomes one training class (the paper's maxClassSize).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the taxonomy with its training classes here (default: print the classes).")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable output.")
+@JSON.option(help="Print machine-readable output.")
 def partition(path: Path | None, max_class_size: int, output: Path | None, as_json: bool) -> None:
     """Run PartitionDiseases on PATH (default: the bundled illustrative taxonomy)."""
     try:

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from skinbatch.connect.options import TritonTarget, triton_options
-from skinbatch.contract import ENSEMBLE, EXIT_CODE_EPILOG, ExitCode, SkinbatchError
+from skinbatch.connect.options import TritonSettings, TritonTarget, triton_options
+from skinbatch.contract import EXIT_CODE_EPILOG, ExitCode, SkinbatchError
 from skinbatch.dicomweb.options import dicomweb_options
 from skinbatch.imaging import DecodeLimits
-from skinbatch.scoring.pipeline import SHARED_MEMORY_MODES
+from skinbatch.scoring.settings import MIB, PipelineSettings, megabytes
+from skinbatch.settings import JSON, OUT_DIR, PROGRESS, Alias, options
 from skinbatch.status.health import check_triton
 
 from .progress import Progress
@@ -45,32 +46,23 @@ def exit_code_for(summary: RunSummary, failed: int) -> ExitCode:
 @click.argument("archives", nargs=-1, required=False,
                 type=click.Path(exists=True, path_type=Path))
 @triton_options()
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the report, the CSV and the resumable state. Re-running with the same "
-                   "folder continues where the last run stopped.")
-@click.option("--model", default=ENSEMBLE, show_default=True, help="The ensemble to call.")
-@click.option("--workers", type=click.IntRange(min=1), default=default_workers, show_default="CPUs - 1",
-              help="Decoding processes.")
-@click.option("--max-in-flight", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Requests outstanding at Triton: the first carries the frames ready together, the others "
-                   "only full batches (the model's maximum batch size).")
-@click.option("--shared-memory", type=click.Choice(SHARED_MEMORY_MODES), default="auto", show_default=True,
-              envvar="SKINBATCH_SHARED_MEMORY", show_envvar=True,
-              help="Hand images to Triton through system shared memory: auto (when Triton runs on this host), "
-                   "on (or stop), off.")
+@OUT_DIR.option(help="Folder for the report, the CSV and the resumable state. Re-running with the same folder "
+                     "continues where the last run stopped.")
+@options(TritonSettings, only=("model",))
+@options(PipelineSettings, only=("decode_workers", "max_infer_requests", "shared_memory", "max_image_bytes",
+                                 "max_pixels"),
+         decode_workers={"default": default_workers, "show_default": "CPUs - 1", "aliases": (Alias("--workers"),)},
+         max_infer_requests={"aliases": (Alias("--max-in-flight"),)},
+         max_image_bytes={"default": 128 * MIB, "aliases": (
+             Alias("--max-file-mb", convert=megabytes, type=click.FloatRange(min=0.001)),)})
 @click.option("--maps", "write_maps", is_flag=True,
               help="Write a PNG overlay of the malignancy map of every scored frame into --out/maps/.")
 @click.option("--top", "top_n", type=click.IntRange(min=0), default=24, show_default=True,
               help="Highest-risk images shown as thumbnails in the HTML report.")
-@click.option("--max-file-mb", type=click.FloatRange(min=0.001), default=128.0, show_default=True,
-              help="Larger files are reported as too_large without being decoded.")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=DecodeLimits().max_pixels, show_default=True,
-              help="Largest frame in pixels, checked before decoding (decompression bombs).")
 @click.option("--triton-retry", "triton_retry_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds to wait for a failing Triton to recover before stopping (the run resumes later).")
-@click.option("--progress/--no-progress", "show_progress", default=None,
-              help="Progress bar on stderr (default: when stderr is a terminal).")
-@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
+@PROGRESS.option()
+@JSON.option(help="Print the run summary as JSON on stdout.")
 @dicomweb_options(help="Also (or instead of folders) score what a QIDO-RS query finds in this DICOMweb archive.")
 @click.option("--study-date", default=None, help="QIDO: StudyDate YYYYMMDD or range YYYYMMDD-YYYYMMDD.")
 @click.option("--modality", default=None, help="QIDO: modality of the series, e.g. XC (external camera).")
@@ -78,9 +70,9 @@ def exit_code_for(summary: RunSummary, failed: int) -> ExitCode:
               help="QIDO: SOP Class UID, e.g. 1.2.840.10008.5.1.4.1.1.77.1.4 (VL Photographic Image).")
 @click.option("--patient-id", default=None, help="QIDO: PatientID.")
 @click.option("--accession", default=None, help="QIDO: AccessionNumber.")
-def triage(archives: tuple[Path, ...], triton: TritonTarget, out_dir: Path, model: str, workers: int,
-           max_in_flight: int, shared_memory: str, write_maps: bool, top_n: int, max_file_mb: float,
-           max_pixels: int, triton_retry_s: float,
+def triage(archives: tuple[Path, ...], triton: TritonTarget, out_dir: Path, model: str, decode_workers: int,
+           max_infer_requests: int, shared_memory: str, max_image_bytes: int, max_pixels: int, write_maps: bool,
+           top_n: int, triton_retry_s: float,
            show_progress: bool | None, as_json: bool, dicomweb: DicomWebSettings | None, study_date: str | None,
            modality: str | None, sop_class: str | None, patient_id: str | None, accession: str | None) -> None:
     """Score every image under ARCHIVE... (folders, files, DICOMDIRs) and rank them by malignancy.
@@ -123,12 +115,12 @@ def triage(archives: tuple[Path, ...], triton: TritonTarget, out_dir: Path, mode
              f"({found.skipped} other files skipped)")
         sys.exit(int(ExitCode.NO_INPUT))
 
-    limits = DecodeLimits(max_bytes=int(max_file_mb * 1024 * 1024), max_pixels=max_pixels,
+    limits = DecodeLimits(max_bytes=max_image_bytes, max_pixels=max_pixels,
                           max_total_pixels=max(2 * max_pixels, DecodeLimits().max_total_pixels))
-    options = RunOptions(triton=triton, model=model, workers=workers, max_in_flight=max_in_flight,
+    run_options = RunOptions(triton=triton, model=model, workers=decode_workers, max_in_flight=max_infer_requests,
                          shared_memory=shared_memory,
                          limits=limits, triton_retry_s=triton_retry_s)
-    with Runner(options) as runner:
+    with Runner(run_options) as runner:
         card = runner.card
         try:
             store = TriageStore.open(out_dir, card.model_summary())

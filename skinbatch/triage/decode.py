@@ -41,7 +41,7 @@ def read_file(path: str, max_bytes: int) -> bytes | Loaded:
         if st.st_size > max_bytes:
             return Loaded(path=path, nbytes=st.st_size, mtime_ns=st.st_mtime_ns, error_type="too_large",
                           error_message=f"the file is {st.st_size} bytes, over the limit of {max_bytes}; "
-                                        "raise --max-file-mb if such files are expected")
+                                        "raise --max-image-bytes if such files are expected")
         with open(path, "rb") as fh:
             return fh.read(max_bytes + 1)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):

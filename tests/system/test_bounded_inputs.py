@@ -174,7 +174,7 @@ def test_big_and_huge_instances_are_refused_within_the_memory_of_ordinary_ones(
                                tmp_path / "consumer.log", [
                                    "--dicomweb-url", logged_orthanc.dicomweb_url, "--dicomweb-user", ORTHANC_USER,
                                    "--dicomweb-password", logged_orthanc.password,
-                                   "--max-pixels", str(MAX_PIXELS), "--max-message-bytes", str(MAX_BYTES)]).start()
+                                   "--max-pixels", str(MAX_PIXELS), "--max-image-bytes", str(MAX_BYTES)]).start()
     assert consumer.proc is not None
     reader = TopicReader(kafka_broker.bootstrap_servers, topics["result"], topics["dead"])
     ordinary_ids = {f"ord-{i}" for i in range(len(first) + len(second))}

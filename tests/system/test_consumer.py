@@ -235,7 +235,7 @@ def test_size_limits(kafka_broker: Any, served_triton: Any, tmp_path: Path) -> N
     produce(kafka_broker.bootstrap_servers, topics["request"],
             [("big", big.read_bytes(), []), ("small", synthetic_jpeg(300, 200), [])])
     consumer = ConsumerProcess(kafka_broker.bootstrap_servers, served_triton.grpc_url, topics, "g-size",
-                               tmp_path / "consumer.log", ["--max-message-bytes", "300000"]).start()
+                               tmp_path / "consumer.log", ["--max-image-bytes", "300000"]).start()
     reader = TopicReader(kafka_broker.bootstrap_servers, topics["result"], topics["dead"])
     try:
         msgs = reader.read(lambda m: len(m[topics["result"]]) >= 1 and len(m[topics["dead"]]) >= 1, timeout=300)
@@ -331,7 +331,8 @@ def test_fetch_watchdog_rejoins_then_exits_and_nothing_is_lost(kafka_broker: Any
     ids = [f"w-{i}" for i in range(6)]
     produce(kafka_broker.bootstrap_servers, topics["request"],
             [(rid, synthetic_jpeg(320, 240, seed=i), []) for i, rid in enumerate(ids)])
-    config = ConsumerConfig(bootstrap_servers=kafka_broker.bootstrap_servers, triton_url=served_triton.grpc_url,
+    config = ConsumerConfig.from_values(
+        bootstrap_servers=kafka_broker.bootstrap_servers, triton_url=served_triton.grpc_url,
                             request_topic=topics["request"], result_topic=topics["result"],
                             dead_letter_topic=topics["dead"], group_id="g-watchdog", metrics_port=None,
                             decode_workers=1, session_timeout_ms=6000, fetch_stall_s=2.0)

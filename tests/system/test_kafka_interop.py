@@ -141,7 +141,8 @@ def test_a_codec_that_cannot_be_read_stops_the_consumer_cleanly(
     producer.close()
 
     monkeypatch.setattr(kafka.codec, "has_lz4", lambda: False)
-    config = ConsumerConfig(bootstrap_servers=kafka_broker.bootstrap_servers, triton_url=served_triton.grpc_url,
+    config = ConsumerConfig.from_values(
+        bootstrap_servers=kafka_broker.bootstrap_servers, triton_url=served_triton.grpc_url,
                             request_topic=topics["request"], result_topic=topics["result"],
                             dead_letter_topic=topics["dead"], group_id="g-nocodec", metrics_port=None,
                             decode_workers=1, session_timeout_ms=6000, max_in_flight=1,

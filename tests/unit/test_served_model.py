@@ -81,7 +81,7 @@ class _NoKafka:
 def _service(card: ModelCard) -> ScoringConsumer:
     producer = ResultProducer(lambda **sizes: _NoKafka(), lambda: {"res": 1 << 20, "dlq": 1 << 20})
     scorer = TritonScorer("x:2", transport=_Transport(card.version, card))  # type: ignore[arg-type]
-    service = ScoringConsumer(ConsumerConfig(bootstrap_servers="x:1", triton_url="x:2", metrics_port=None),
+    service = ScoringConsumer(ConsumerConfig.from_values(bootstrap_servers="x:1", triton_url="x:2", metrics_port=None),
                               kafka_consumer=_NoKafka(), producer=producer, scorer=scorer)
     service.card = card
     return service

@@ -340,9 +340,9 @@ def test_consumer_environment_parses_through_the_cli(services: dict[str, Any], m
         monkeypatch.setenv(key, str(secret) if key.endswith("_FILE") and value.startswith("/run/secrets/") else value)
     ctx = consume.make_context("consume", [])
     options = {k: v for k, v in ctx.params.items() if v is not None and k != "log_level"}
-    config = ConsumerConfig(**options)
-    assert config.bootstrap_servers == "kafka:9092" and config.triton_url == "triton:8001"
-    assert config.metrics_host == "0.0.0.0" and config.metrics_port == 9108
+    config = ConsumerConfig.from_values(**options)
+    assert config.kafka.bootstrap_servers == "kafka:9092" and config.triton.triton_url == "triton:8001"
+    assert config.metrics.metrics_host == "0.0.0.0" and config.metrics.metrics_port == 9108
     plain = {"bootstrap_servers": ["kafka:9092"], "security_protocol": "PLAINTEXT"}
     assert config.kafka_connection().client_kwargs() == plain, "empty SASL variables must drop out"
 
@@ -353,7 +353,7 @@ def test_stop_grace_period_covers_the_drain(services: dict[str, Any]) -> None:
 
 
 def test_topic_limits_fit_the_consumer(services: dict[str, Any]) -> None:
-    consumer_limit = int(environment(services["consumer"])["SKINBATCH_MAX_MESSAGE_BYTES"])
+    consumer_limit = int(environment(services["consumer"])["SKINBATCH_MAX_IMAGE_BYTES"])
     kafka = environment(services["kafka"])
     init = environment(services["kafka-init"])
     topic_limit = int(init["REQUEST_MAX_MESSAGE_BYTES"])
@@ -715,7 +715,7 @@ def test_k8s_consumer_settings_are_cli_options(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     params = consume.make_context("consume", []).params
-    parsed = ConsumerConfig(**{k: v for k, v in params.items() if v is not None and k != "log_level"})
+    parsed = ConsumerConfig.from_values(**{k: v for k, v in params.items() if v is not None and k != "log_level"})
     # The CA file is mounted from a Secret in the cluster; here only the settings' form is checked.
     assert parsed.kafka_connection(check_files=False).client_kwargs()["security_protocol"] == "SASL_SSL"
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]

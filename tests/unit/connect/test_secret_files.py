@@ -10,7 +10,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from skinbatch.connect.options import KAFKA_OPTIONS, OptionSpec, kafka_options, read_secret_file, secret_option
+from skinbatch.connect.options import KAFKA_OPTIONS, kafka_options, read_secret_file, secret_option
+from skinbatch.settings import Setting
 
 SECRET = "s3cret-from-a-file"
 
@@ -95,7 +96,7 @@ def test_no_warning_for_the_environment_variable(caplog: pytest.LogCaptureFixtur
 
 def test_a_new_secret_spec_gets_the_file_variant() -> None:
     @click.command()
-    @OptionSpec("new_token", "A token.", secret=True).decorator()
+    @Setting("new_token", "A token.", secret=True).option()
     def command(new_token: str | None) -> None:
         pass
 
