@@ -5,7 +5,8 @@
 # taxonomy, settings, TensorRT version and GPU model (recorded in <repository>/.skinbatch-build);
 # anything else rebuilds with --force. A plan is only valid for the TensorRT and GPU that built it.
 #
-# Exit codes: 0 done or up to date, 1 conversion failed, 2 inputs missing, 3 no GPU or no TensorRT.
+# Exit codes: 0 done or up to date, 2 inputs missing, 14 no GPU or no TensorRT (docs/contracts.md); any
+# other is `skinbatch convert`'s own, from the same table (1 when the conversion fails its checks).
 set -euo pipefail
 
 checkpoint=${CHECKPOINT:-/models/checkpoint.pt}
