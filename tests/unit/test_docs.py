@@ -342,7 +342,7 @@ def test_every_documented_command_line_parses() -> None:
 
 @pytest.mark.parametrize(("args", "expected"), [
     (["publish", "a.jpg", "--bootstrap-servers", "k:9092"], None),
-    (["publish", "FILES…", "--bootstrap-servers", "…", "--topic", "…"], None),
+    (["publish", "FILES…", "--bootstrap-servers", "…", "--request-topic", "…"], None),
     (["status", "--triton-url", "triton:8001", "--watch", "--json"], None),
     (["consume", "--bootstrap-servers", "…", "…"], None),
     (["localstack", "kafka"], None),
