@@ -228,7 +228,7 @@ def test_size_limits(kafka_broker: Any, served_triton: Any, tmp_path: Path) -> N
     assert big.stat().st_size > 300_000
     # Over the broker's limit: `skinbatch publish` says so and exits 3 (some files not sent).
     out = subprocess.run([sys.executable, "-m", "skinbatch.cli", "publish", str(big), "--bootstrap-servers",
-                          kafka_broker.bootstrap_servers, "--topic", f"{topics['request']}-small"],
+                          kafka_broker.bootstrap_servers, "--request-topic", f"{topics['request']}-small"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == ExitCode.PARTIAL and "size limit" in out.stderr, out.stderr
     # Over the consumer's own limit: a dead letter of type too_large; smaller messages still pass.

@@ -40,7 +40,7 @@ def test_evaluate_reproduces_sklearn_aucs(served_triton: LocalTriton, tmp_path: 
     out = tmp_path / "eval"
     r = subprocess.run([sys.executable, "-m", "skinbatch.cli", "evaluate", "--labels", str(data / "labels.csv"),
                         "--triton-url", served_triton.grpc_endpoint, "--out", str(out), "--bootstrap", "200",
-                        "--threshold", "0.2", "--threshold", "0.5", "--workers", "1", "--json"],
+                        "--threshold", "0.2", "--threshold", "0.5", "--decode-workers", "1", "--json"],
                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr
     metrics = json.loads((out / "metrics.json").read_text())

@@ -118,7 +118,7 @@ def test_publish_consume_and_status_over_sasl_ssl(secure_broker: tuple[KafkaBrok
     for i in range(3):
         images.append(tmp_path / f"photo{i}.jpg")
         images[-1].write_bytes(synthetic_jpeg(400, 300, seed=i))
-    sent = run_cli(env, "publish", *images, "--topic", topics["request"], "--key", "counter", "--json")
+    sent = run_cli(env, "publish", *images, "--request-topic", topics["request"], "--key", "counter", "--json")
     assert sent.returncode == 0, sent.stderr
     assert json.loads(sent.stdout)["sent"] == 3
 
@@ -181,7 +181,7 @@ def test_every_command_fails_clearly_within_30_s(secure_broker: tuple[KafkaBroke
     image.write_bytes(synthetic_jpeg(200, 100))
     topics = unique_topics("refused")
     commands = {
-        "publish": ["publish", str(image), "--topic", topics["request"]],
+        "publish": ["publish", str(image), "--request-topic", topics["request"]],
         "consume": ["consume", "--triton-url", served_triton.grpc_url, "--request-topic", topics["request"],
                     "--result-topic", topics["result"], "--dead-letter-topic", topics["dead"], "--metrics-port", "0"],
         "status": ["status", "--triton-url", served_triton.grpc_url, "--metrics-url", served_triton.metrics_url,

@@ -365,7 +365,7 @@ def test_cli_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     require_triton()
     repository = double_repository(tmp_path)
     command = [sys.executable, "-m", "skinbatch.serve.cli", "--repository", str(repository),
-               "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", "--json",
+               "--http-port", "0", "--grpc-port", "0", "--triton-metrics-port", "0", "--json",
                "--work-dir", str(tmp_path / "work")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
@@ -400,7 +400,7 @@ def test_cli_reports_a_broken_model(tmp_path: Path) -> None:
     write_model(repository, "broken", DOUBLE_CONFIG, BROKEN_MODEL)
     result = subprocess.run(
         [sys.executable, "-m", "skinbatch.serve.cli", "--repository", str(repository),
-         "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", "--work-dir", str(tmp_path / "work")],
+         "--http-port", "0", "--grpc-port", "0", "--triton-metrics-port", "0", "--work-dir", str(tmp_path / "work")],
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == ExitCode.START_FAILED

@@ -73,7 +73,7 @@ def first_run(served_triton: LocalTriton, archive: Path, tmp_path_factory: pytes
     out = tmp_path_factory.mktemp("triage-out")
     before = ensemble_requests(served_triton)
     r = run_cli("triage", archive, "--triton-url", served_triton.grpc_endpoint, "--out", out, "--json",
-                "--workers", "1")
+                "--decode-workers", "1")
     return {"out": out, "result": r, "requests": ensemble_requests(served_triton) - before}
 
 
@@ -147,8 +147,8 @@ def test_interrupted_run_continues_and_never_scores_twice(served_triton: LocalTr
     out = tmp_path / "out"
     before = ensemble_requests(served_triton)
     proc = subprocess.Popen([sys.executable, "-m", "skinbatch.cli", "triage", str(archive), "--triton-url",
-                             served_triton.grpc_endpoint, "--out", str(out), "--workers", "1",
-                             "--max-in-flight", "2"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                             served_triton.grpc_endpoint, "--out", str(out), "--decode-workers", "1",
+                             "--max-infer-requests", "2"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 90
     done = 0

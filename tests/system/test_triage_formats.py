@@ -74,7 +74,7 @@ SKIPPED = {"notes.txt": "not an image", "report.pdf": "PDF", "animation.gif": "G
 def triaged(served_triton: LocalTriton, archive: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("formats-out")
     r = subprocess.run([sys.executable, "-m", "skinbatch.cli", "triage", str(archive), "--triton-url",
-                        served_triton.grpc_endpoint, "--out", str(out), "--json", "--workers", "1"],
+                        served_triton.grpc_endpoint, "--out", str(out), "--json", "--decode-workers", "1"],
                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
     return {"out": out, "result": r}
 
