@@ -142,7 +142,7 @@ def triton_rate(url: str, frames: np.ndarray, n: int, *, batch: int, in_flight: 
 
 def triage_rate(folder: Path, url: str, out: Path) -> float:
     r = subprocess.run([sys.executable, "-m", "skinbatch.cli", "triage", str(folder), "--triton-url", url,
-                        "--out", str(out), "--json", "--no-progress", "--workers", str(os.cpu_count() or 1)],
+                        "--out", str(out), "--json", "--no-progress", "--decode-workers", str(os.cpu_count() or 1)],
                        capture_output=True, text=True, cwd=REPO_ROOT, timeout=3600)
     if r.returncode != 0:
         raise SystemExit(f"triage failed: {r.stderr[-2000:]}")

@@ -124,7 +124,7 @@ def test_triage_names_the_missing_ca_and_the_missing_client_certificate(
         served_triton: Any, orthanc: Any, gateway: MutualTlsGateway, pki: Pki, tmp_path: Path) -> None:
     base = [sys.executable, "-m", "skinbatch.cli", "triage", "--triton-url", served_triton.grpc_url,
             "--out", str(tmp_path / "out"), "--dicomweb-url", gateway.url + "/dicom-web",
-            "--dicomweb-user", ORTHANC_USER, "--study-date", "20310101", "--no-progress", "--workers", "1"]
+            "--dicomweb-user", ORTHANC_USER, "--study-date", "20310101", "--no-progress", "--decode-workers", "1"]
     env = {**os.environ, "SKINBATCH_DICOMWEB_PASSWORD": orthanc.password}
     no_ca = subprocess.run(base, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT, env=env)
     assert no_ca.returncode == TLS_EXIT, no_ca.stderr

@@ -265,7 +265,7 @@ def test_triage_by_study_date_scores_exactly_the_matching_studies(
     out = tmp_path / "triage"
     cmd = [sys.executable, "-m", "skinbatch.cli", "triage", "--triton-url", served_triton.grpc_url,
            "--out", str(out), "--dicomweb-url", orthanc.dicomweb_url, "--dicomweb-user", ORTHANC_USER,
-           "--study-date", "20310101-20311231", "--json", "--no-progress", "--workers", "1"]
+           "--study-date", "20310101-20311231", "--json", "--no-progress", "--decode-workers", "1"]
     env = {"SKINBATCH_DICOMWEB_PASSWORD": orthanc.password}
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT, env={**os.environ, **env})
     assert first.returncode == 0, first.stderr
