@@ -148,7 +148,7 @@ def test_30_s_tokens_through_a_stream_with_the_issuer_down_and_back(
     finally:
         stop.set()
         reader.close()
-        if not hydra.is_running:
+        if not hydra.is_running():
             hydra.start()
         code = consumer.stop()
     assert code == 0, consumer.log()
