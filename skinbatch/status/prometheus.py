@@ -1,13 +1,20 @@
-"""A parser for the Prometheus text exposition format (version 0.0.4), as Triton's ``/metrics`` serves it.
+"""Prometheus text exposition format (version 0.0.4), as Triton's ``/metrics`` serves it, read with
+``prometheus_client.parser``.
 
-Pure: text in, samples out. Only what a status view needs: metric name, labels, value. ``# HELP`` and
-``# TYPE`` lines and timestamps are skipped.
+Pure: text in, samples out, in the page's order. Only what a status view needs: sample name, labels,
+value. ``# HELP`` and ``# TYPE`` lines and timestamps are skipped.
+
+Each sample line is handed to the library on its own, without the comment lines, so that every sample
+keeps the name it has on the page: given a ``# TYPE x counter`` line, the library renames a sample ``x``
+to ``x_total`` (Triton's counters have no ``_total``), and it raises on a ``# TYPE`` line it cannot read,
+which a status view only skips. Reading line by line also lets an error name its line.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from skinbatch.contract import SkinbatchError
 
@@ -23,46 +30,12 @@ class Sample:
     value: float
 
 
-_ESCAPES = {"n": "\n", "\\": "\\", '"': '"'}
-
-
-def _parse_labels(text: str, pos: int, line_no: int) -> tuple[dict[str, str], int]:
-    """Parse ``{a="x",b="y"}`` starting at ``text[pos] == '{'``; return labels and the index after '}'."""
-    labels: dict[str, str] = {}
-    i = pos + 1
-    n = len(text)
-    while True:
-        while i < n and text[i] in " ,":
-            i += 1
-        if i < n and text[i] == "}":
-            return labels, i + 1
-        eq = text.find("=", i)
-        if eq < 0 or eq + 1 >= n or text[eq + 1] != '"':
-            raise MetricsParseError(f"line {line_no}: malformed label set")
-        key = text[i:eq].strip()
-        i = eq + 2
-        value: list[str] = []
-        while i < n and text[i] != '"':
-            if text[i] == "\\" and i + 1 < n:
-                value.append(_ESCAPES.get(text[i + 1], "\\" + text[i + 1]))
-                i += 2
-            else:
-                value.append(text[i])
-                i += 1
-        if i >= n:
-            raise MetricsParseError(f"line {line_no}: unterminated label value")
-        labels[key] = "".join(value)
-        i += 1
-
-
-def _parse_value(token: str, line_no: int) -> float:
-    special = {"+Inf": math.inf, "-Inf": -math.inf, "NaN": math.nan}
-    if token in special:
-        return special[token]
+def _parse_line(line: str, line_no: int) -> list[Sample]:
     try:
-        return float(token)
-    except ValueError:
-        raise MetricsParseError(f"line {line_no}: {token!r} is not a number") from None
+        return [Sample(name=s.name, labels=dict(s.labels), value=float(s.value))
+                for family in text_string_to_metric_families(line) for s in family.samples]
+    except ValueError as exc:
+        raise MetricsParseError(f"line {line_no}: {str(exc) or 'malformed sample'}") from None
 
 
 def parse_metrics(text: str) -> list[Sample]:
@@ -71,18 +44,7 @@ def parse_metrics(text: str) -> list[Sample]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        brace = line.find("{")
-        space = line.find(" ")
-        if brace >= 0 and (space < 0 or brace < space):
-            name = line[:brace]
-            labels, end = _parse_labels(line, brace, line_no)
-            rest = line[end:].split()
-        else:
-            parts = line.split()
-            name, labels, rest = parts[0], {}, parts[1:]
-        if not rest:
-            raise MetricsParseError(f"line {line_no}: sample {name!r} has no value")
-        samples.append(Sample(name=name, labels=labels, value=_parse_value(rest[0], line_no)))
+        samples.extend(_parse_line(line, line_no))
     return samples
 
 

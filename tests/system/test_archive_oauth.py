@@ -5,7 +5,6 @@ JWTs that live 30 s, and oauth2-proxy in front of the real Orthanc lets only tho
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import urllib.request
@@ -13,14 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pydicom
 import pytest
-from pydicom.uid import generate_uid
 
 from skinbatch._child import free_port
-from skinbatch.dicomweb.client import DicomWebArchive, DicomWebSettings
 from skinbatch.dicomweb.orthanc import LocalOrthanc
-from skinbatch.samples import pydicom_colour_files
+from tests.fixtures.archive import exit_at_start, stored_copies, uid_request
 from tests.fixtures.gateways import BearerGateway, HydraIssuer
 from tests.fixtures.orthanc import running_orthanc
 from tests.fixtures.stack import ConsumerProcess, TopicReader, produce, unique_topics
@@ -94,14 +90,7 @@ def test_a_client_whose_tokens_the_gateway_refuses_exits_12(
     consumer = ConsumerProcess(kafka_broker.bootstrap_servers, served_triton.grpc_url, topics, "g-oauth-no",
                                tmp_path / "consumer.log",
                                _oauth_args(gateway, hydra, _secret_file(tmp_path), "elsewhere", "another-service"))
-    consumer.start()
-    assert consumer.proc is not None
-    try:
-        code = consumer.proc.wait(120)
-    finally:
-        if consumer.alive():
-            consumer.kill()
-    log = consumer.log()
+    code, log = exit_at_start(consumer)
     assert code == AUTH_EXIT, log
     assert "refused our credentials" in log and "--dicomweb-audience" in log
     assert SECRET not in log
@@ -110,17 +99,7 @@ def test_a_client_whose_tokens_the_gateway_refuses_exits_12(
 def test_30_s_tokens_through_a_stream_with_the_issuer_down_and_back(
         kafka_broker: Any, served_triton: Any, open_orthanc: LocalOrthanc, gateway: BearerGateway,
         hydra: HydraIssuer, tmp_path: Path) -> None:
-    source = next(p for p in pydicom_colour_files()
-                  if int(pydicom.dcmread(p, stop_before_pixels=True).get("NumberOfFrames", 1) or 1) == 1)
-    copies = []
-    for _ in range(3):
-        ds = pydicom.dcmread(source)
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        copies.append(ds)
-    DicomWebArchive(DicomWebSettings.from_values(open_orthanc.dicomweb_url))._client().store_instances(copies)
-    refs = [json.dumps({"study": ds.StudyInstanceUID, "series": ds.SeriesInstanceUID,
-                        "instance": ds.SOPInstanceUID}).encode() for ds in copies]
+    refs = [uid_request(ds) for ds in stored_copies(open_orthanc.dicomweb_url, 3)]
     topics = unique_topics("oauth")
     kafka_broker.create_topics({topics["request"]: 1, topics["result"]: 1, topics["dead"]: 1})
     port = free_port()
@@ -169,7 +148,7 @@ def test_30_s_tokens_through_a_stream_with_the_issuer_down_and_back(
     finally:
         stop.set()
         reader.close()
-        if not hydra.is_running:
+        if not hydra.is_running():
             hydra.start()
         code = consumer.stop()
     assert code == 0, consumer.log()

@@ -7,7 +7,6 @@ or with one the archive does not trust, exits 13 at start-up and says what to gi
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,12 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pydicom
 import pytest
-from pydicom.uid import generate_uid
 
-from skinbatch.dicomweb.client import DicomWebArchive, DicomWebSettings
-from skinbatch.samples import pydicom_colour_files
+from tests.fixtures.archive import exit_at_start, stored_copies, uid_request
 from tests.fixtures.gateways import MutualTlsGateway
 from tests.fixtures.orthanc import ORTHANC_USER
 from tests.fixtures.stack import REPO_ROOT, ConsumerProcess, TopicReader, produce, unique_topics
@@ -47,21 +43,6 @@ def gateway(orthanc: Any, pki: Pki, tmp_path_factory: pytest.TempPathFactory) ->
         server.cleanup()
 
 
-def _stored_copies(orthanc: Any, count: int) -> list[pydicom.Dataset]:
-    """Fresh copies (new UIDs) of a colour sample, stored through Orthanc's own plain port."""
-    source = next(p for p in pydicom_colour_files()
-                  if int(pydicom.dcmread(p, stop_before_pixels=True).get("NumberOfFrames", 1) or 1) == 1)
-    copies = []
-    for _ in range(count):
-        ds = pydicom.dcmread(source)
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        copies.append(ds)
-    settings = DicomWebSettings.from_values(orthanc.dicomweb_url, ORTHANC_USER, orthanc.password)
-    DicomWebArchive(settings)._client().store_instances(copies)
-    return copies
-
-
 def _archive_args(gateway: MutualTlsGateway, orthanc: Any, pki: Pki, cert: Path | None, key: Path | None) -> list[str]:
     args = ["--dicomweb-url", gateway.url + "/dicom-web", "--dicomweb-user", ORTHANC_USER,
             "--dicomweb-password", orthanc.password, "--dicomweb-ca", str(pki.ca)]
@@ -73,13 +54,12 @@ def _archive_args(gateway: MutualTlsGateway, orthanc: Any, pki: Pki, cert: Path 
 def test_consumer_with_the_client_certificate_scores_uid_requests(
         kafka_broker: Any, served_triton: Any, orthanc: Any, gateway: MutualTlsGateway, pki: Pki,
         tmp_path: Path) -> None:
-    copies = _stored_copies(orthanc, 2)
+    copies = stored_copies(orthanc.dicomweb_url, 2, ORTHANC_USER, orthanc.password)
     topics = unique_topics("mtls")
     kafka_broker.create_topics({topics["request"]: 1, topics["result"]: 1, topics["dead"]: 1})
     ids = [f"m-{i}" for i in range(len(copies))]
-    produce(kafka_broker.bootstrap_servers, topics["request"], [
-        (rid, json.dumps({"study": ds.StudyInstanceUID, "series": ds.SeriesInstanceUID,
-                          "instance": ds.SOPInstanceUID}).encode(), []) for rid, ds in zip(ids, copies, strict=True)])
+    produce(kafka_broker.bootstrap_servers, topics["request"],
+            [(rid, uid_request(ds), []) for rid, ds in zip(ids, copies, strict=True)])
     consumer = ConsumerProcess(kafka_broker.bootstrap_servers, served_triton.grpc_url, topics, "g-mtls",
                                tmp_path / "consumer.log",
                                _archive_args(gateway, orthanc, pki, pki.client.cert, pki.client.key)).start()
@@ -106,14 +86,8 @@ def test_consumer_without_a_trusted_client_certificate_exits_13(
     cert, key = (None, None) if which == "none" else (other.client.cert, other.client.key)
     topics = unique_topics("mtls-no")
     consumer = ConsumerProcess(kafka_broker.bootstrap_servers, served_triton.grpc_url, topics, "g-mtls-no",
-                               tmp_path / "consumer.log", _archive_args(gateway, orthanc, pki, cert, key)).start()
-    assert consumer.proc is not None
-    try:
-        code = consumer.proc.wait(120)
-    finally:
-        if consumer.alive():
-            consumer.kill()
-    log = consumer.log()
+                               tmp_path / "consumer.log", _archive_args(gateway, orthanc, pki, cert, key))
+    code, log = exit_at_start(consumer)
     assert code == TLS_EXIT, log
     expected = "asks for a client certificate" if which == "none" else "refused our client certificate"
     assert expected in log and "--dicomweb-cert" in log, log

@@ -1,4 +1,5 @@
-"""What the decoder plugins share: size checks, sample scaling, Pillow error mapping.
+"""What the decoder plugins share: size checks, sample scaling, Pillow error mapping, box reduction and
+the one-frame result of a Pillow photo decode.
 
 Each plugin module (``dicom``, ``jpeg``, ``png``) exposes ``decode(data, limits, min_side)``. ``min_side``
 is ``None`` for a full-resolution decode; otherwise the plugin may decode at 1/2, 1/4 or 1/8 scale in
@@ -24,10 +25,12 @@ from ..errors import (
     UnsupportedPixelFormatError,
 )
 from ..limits import DecodeLimits
-from ..result import DecodedImage
+from ..result import DecodedImage, Frame
 
 REDUCTIONS = (8, 4, 2, 1)
 """DCT-domain scale denominators that Pillow's JPEG ``draft`` offers."""
+BOX_REDUCIBLE = ("RGB", "RGBA", "L", "LA")
+"""Pillow modes that ``Image.reduce`` takes."""
 
 
 class DecoderPlugin(Protocol):
@@ -164,6 +167,58 @@ def load_pillow(im: Image.Image, fmt: str) -> None:
         im.load()
     except Exception as exc:  # noqa: BLE001 - any failure of Pillow on these bytes is bad input
         raise pillow_error(exc, fmt, "decoding the pixels") from None
+
+
+def box_reduction(im: Image.Image, min_side: int | None) -> int:
+    """The integer box reduction (at most 8) that keeps the shorter side ≥ ``min_side``, for the formats
+    that offer no DCT-domain scaling; 1 when there is no target, it would not halve, or the mode cannot
+    be reduced. Shrinking to "just large enough" keeps every later copy (RGB conversion, preprocess)
+    small; the antialiased resize would average these pixels anyway."""
+    if not min_side or im.mode not in BOX_REDUCIBLE:
+        return 1
+    factor = min(im.size) // min_side
+    return min(8, factor) if factor >= 2 else 1
+
+
+def reduce_pillow(im: Image.Image, reduction: int, fmt: str) -> Image.Image:
+    """``im.reduce(reduction)`` (``im`` itself for 1), with a failure turned into a typed error."""
+    if reduction <= 1:
+        return im
+    try:
+        return im.reduce(reduction)
+    except Exception as exc:  # noqa: BLE001 - any failure of Pillow on these bytes is bad input
+        raise pillow_error(exc, fmt, "reducing the image") from None
+
+
+def icc_profile(im: Image.Image) -> bytes | None:
+    """The embedded ICC profile of an opened Pillow image, if any."""
+    icc = im.info.get("icc_profile") or None
+    return bytes(icc) if isinstance(icc, (bytes, bytearray)) else None
+
+
+def pillow_result(
+    im: Image.Image,
+    *,
+    fmt: str,
+    source_size: tuple[int, int],
+    reduction: int,
+    decoder: str,
+    icc: bytes | None,
+    exif_orientation: int | None = None,
+) -> DecodedImage:
+    """A loaded single-image Pillow decode (a photo) as its one RGB frame."""
+    arr, mono, alpha = pil_to_rgb(im)
+    return DecodedImage(
+        format=fmt,
+        frames=(Frame(arr, 1),),
+        monochrome=mono,
+        source_size=source_size,
+        reduction=reduction,
+        decoder=decoder,
+        exif_orientation=exif_orientation,
+        had_alpha=alpha,
+        icc_profile=icc,
+    )
 
 
 _TRUNCATION_HINTS = ("truncated", "premature end", "unexpected end", "not enough data", "eof")

@@ -16,8 +16,8 @@ from PIL import Image, ImageOps
 
 from ..errors import CorruptImageError, TruncatedImageError, UnsupportedPixelFormatError
 from ..limits import DecodeLimits
-from ..result import DecodedImage, Frame
-from .base import check_size, load_pillow, open_pillow, pil_to_rgb
+from ..result import DecodedImage
+from .base import check_size, icc_profile, load_pillow, open_pillow, pillow_result
 
 FORMAT = "jpeg"
 
@@ -148,26 +148,17 @@ def decode(data: bytes, limits: DecodeLimits, min_side: int | None) -> DecodedIm
             im.draft(im.mode if im.mode in ("RGB", "L", "CMYK") else "RGB", (min_side, min_side))
             reduction = max(1, round(full_w / im.size[0]))
         load_pillow(im, FORMAT)
-        icc = im.info.get("icc_profile") or None
+        icc = icc_profile(im)
         source_size = (header.height, header.width)
         if orientation in (5, 6, 7, 8):
             source_size = (header.width, header.height)
         if orientation and orientation != 1:
             im = ImageOps.exif_transpose(im)
-        arr, mono, alpha = pil_to_rgb(im)
+        return pillow_result(im, fmt=FORMAT, source_size=source_size, reduction=reduction,
+                             decoder="pillow-draft" if reduction > 1 else "pillow", icc=icc,
+                             exif_orientation=orientation)
     finally:
         im.close()
-    return DecodedImage(
-        format=FORMAT,
-        frames=(Frame(arr, 1),),
-        monochrome=mono,
-        source_size=source_size,
-        reduction=reduction,
-        decoder="pillow-draft" if reduction > 1 else "pillow",
-        exif_orientation=orientation,
-        had_alpha=alpha,
-        icc_profile=bytes(icc) if isinstance(icc, (bytes, bytearray)) else None,
-    )
 
 
 def _orientation(im: Image.Image) -> int | None:

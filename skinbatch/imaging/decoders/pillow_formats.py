@@ -23,12 +23,11 @@ from PIL import Image, ImageOps
 
 from ..errors import FormatNeedsExtraError, UnsupportedPixelFormatError
 from ..limits import DecodeLimits
-from ..result import DecodedImage, Frame
-from .base import check_size, load_pillow, open_pillow, pil_to_rgb, pillow_error
+from ..result import DecodedImage
+from .base import box_reduction, check_size, icc_profile, load_pillow, open_pillow, pillow_result, reduce_pillow
 
 HEIC_EXTRA = "heic"
 _PILLOW_FORMATS = {"webp": "WEBP", "tiff": "TIFF", "avif": "AVIF", "heif": "HEIF"}
-_REDUCIBLE = ("RGB", "RGBA", "L", "LA")
 _heif_lock = threading.Lock()
 _heif_registered = False
 
@@ -89,33 +88,22 @@ def _decode(data: bytes, fmt: str, limits: DecodeLimits, min_side: int | None) -
         _check_mode(im, fmt)
         load_pillow(im, fmt)
         orientation = _orientation(im, fmt)
-        icc = im.info.get("icc_profile") or None
+        icc = icc_profile(im)
         if orientation and orientation != 1:
             if fmt != "heif":
                 im = ImageOps.exif_transpose(im)
             elif not heif_has_transformations(data):
                 im = im.transpose(_TRANSPOSE[orientation])
         oriented = (im.size[1], im.size[0])
-        reduction = _reduction(im, min_side)
-        if reduction > 1:
-            try:
-                im = im.reduce(reduction)
-            except Exception as exc:  # noqa: BLE001 - any failure of Pillow on these bytes is bad input
-                raise pillow_error(exc, fmt, "reducing the image") from None
-        arr, mono, alpha = pil_to_rgb(im)
+        reduction = box_reduction(im, min_side)
+        im = reduce_pillow(im, reduction, fmt)
+        return pillow_result(
+            im, fmt=fmt, source_size=oriented, reduction=reduction,
+            decoder=("pillow-heif" if fmt == "heif" else "pillow") + ("-reduce" if reduction > 1 else ""),
+            icc=icc, exif_orientation=orientation,
+        )
     finally:
         im.close()
-    return DecodedImage(
-        format=fmt,
-        frames=(Frame(arr, 1),),
-        monochrome=mono,
-        source_size=oriented,
-        reduction=reduction,
-        decoder=("pillow-heif" if fmt == "heif" else "pillow") + ("-reduce" if reduction > 1 else ""),
-        exif_orientation=orientation,
-        had_alpha=alpha,
-        icc_profile=bytes(icc) if isinstance(icc, (bytes, bytearray)) else None,
-    )
 
 
 _TRANSPOSE = {
@@ -171,13 +159,6 @@ def _check_mode(im: Image.Image, fmt: str) -> None:
             f"the {fmt} holds {im.mode} samples (floating point or 32-bit), not a photograph; save it as 8- or 16-bit",
             format=fmt,
         )
-
-
-def _reduction(im: Image.Image, min_side: int | None) -> int:
-    if not min_side or im.mode not in _REDUCIBLE:
-        return 1
-    factor = min(im.size) // min_side
-    return min(8, factor) if factor >= 2 else 1
 
 
 def _orientation(im: Image.Image, fmt: str) -> int | None:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from ..errors import CorruptImageError, TruncatedImageError
 from ..limits import DecodeLimits
-from ..result import DecodedImage, Frame
-from .base import check_size, load_pillow, open_pillow, pil_to_rgb, pillow_error
+from ..result import DecodedImage
+from .base import box_reduction, check_size, icc_profile, load_pillow, open_pillow, pillow_result, reduce_pillow
 
 FORMAT = "png"
-_REDUCIBLE = ("RGB", "RGBA", "L", "LA")
 
 
 def decode(data: bytes, limits: DecodeLimits, min_side: int | None) -> DecodedImage:
@@ -27,26 +26,11 @@ def decode(data: bytes, limits: DecodeLimits, min_side: int | None) -> DecodedIm
     im = open_pillow(data, ("PNG",), FORMAT)
     try:
         load_pillow(im, FORMAT)
-        icc = im.info.get("icc_profile") or None
-        reduction = 1
-        if min_side and min(width, height) // min_side >= 2 and im.mode in _REDUCIBLE:
-            # No DCT for PNG, but a box reduction to "just large enough" keeps every later copy
-            # (RGB conversion, preprocess) small; the antialiased resize would average these pixels anyway.
-            reduction = min(8, min(width, height) // min_side)
-            try:
-                im = im.reduce(reduction)
-            except Exception as exc:  # noqa: BLE001 - any failure of Pillow on these bytes is bad input
-                raise pillow_error(exc, FORMAT, "reducing the image") from None
-        arr, mono, alpha = pil_to_rgb(im)
+        icc = icc_profile(im)
+        # No DCT for PNG, but a box reduction still keeps the later copies small.
+        reduction = box_reduction(im, min_side)
+        im = reduce_pillow(im, reduction, FORMAT)
+        return pillow_result(im, fmt=FORMAT, source_size=(height, width), reduction=reduction,
+                             decoder="pillow-reduce" if reduction > 1 else "pillow", icc=icc)
     finally:
         im.close()
-    return DecodedImage(
-        format=FORMAT,
-        frames=(Frame(arr, 1),),
-        monochrome=mono,
-        source_size=(height, width),
-        reduction=reduction,
-        decoder="pillow-reduce" if reduction > 1 else "pillow",
-        had_alpha=alpha,
-        icc_profile=bytes(icc) if isinstance(icc, (bytes, bytearray)) else None,
-    )

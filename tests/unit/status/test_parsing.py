@@ -68,6 +68,16 @@ def test_parse_metrics_rejects_malformed_lines(bad: str) -> None:
         parse_metrics(bad)
 
 
+def test_parse_metrics_keeps_the_page_names_and_skips_any_comment() -> None:
+    text = "# TYPE c counter\nc 3\n# TYPE broken\n# just a comment\nc_created 1.7e9\ng 1 1700000000\n"
+    assert [(s.name, s.value) for s in parse_metrics(text)] == [("c", 3), ("c_created", 1.7e9), ("g", 1)]
+
+
+def test_parse_metrics_error_names_the_line() -> None:
+    with pytest.raises(MetricsParseError, match="line 3"):
+        parse_metrics("a 1\n\nb{x=y} 2\n")
+
+
 def test_metrics_and_statistics_give_the_same_counters() -> None:
     from_metrics = counters_from_metrics(parse_metrics(TRITON_METRICS))[("inception_v3", "1")]
     from_stats = counters_from_statistics(STATISTICS)[("inception_v3", "1")]
