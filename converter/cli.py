@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -11,11 +10,9 @@ import click
 from skinbatch.contract import ExitCode
 from skinbatch.settings import JSON, REPOSITORY, TAXONOMY
 
-from .errors import ConverterError
-
 #: Exit codes (skinbatch.contract.ExitCode): 0 done, 1 the conversion failed (bad input, parity check),
-#: 2 usage, 14 this host lacks TensorRT or a GPU.
-EXIT_FAILED = int(ExitCode.INTERNAL)
+#: 2 usage or a taxonomy that cannot be read, 14 this host lacks TensorRT or a GPU. Errors are raised; the
+#: ``skinbatch`` group prints them and exits with their own code (skinbatch.cli).
 EXIT_NO_TENSORRT = int(ExitCode.ENVIRONMENT)
 
 
@@ -150,18 +147,7 @@ def convert(
     def progress(message: str) -> None:
         click.echo(f"[{next(steps)}] {message}…", err=True)
 
-    try:
-        summary = run(opts, progress=progress)
-    except ConverterError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(int(exc.exit_code))  # 14 (TensorRTUnavailable) or 1
-    except Exception as exc:  # taxonomy errors and the like: a message, not a traceback
-        from skinbatch.taxonomy import TaxonomyError
-
-        if isinstance(exc, TaxonomyError):
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(EXIT_FAILED)
-        raise
+    summary = run(opts, progress=progress)  # ConverterError 1 or 14, TaxonomyError 2: skinbatch.cli exits
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=1))
         return
@@ -195,11 +181,7 @@ def _update_card(repository: Path, reference: Path | None, as_json: bool, source
         raise click.UsageError("--update-card takes --repository and --reference-distribution, and no weights")
     from .pipeline import add_reference_distribution
 
-    try:
-        card = add_reference_distribution(repository, reference)
-    except ConverterError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
+    card = add_reference_distribution(repository, reference)
     n = (card.reference_distribution or {}).get("n")
     if as_json:
         click.echo(json.dumps({"repository": str(repository), "reference_distribution": n}))

@@ -2,6 +2,11 @@
 
 Sub-commands are imported lazily so that a consumer host, which has neither torch nor the converter's
 dependencies, can still run ``skinbatch consume`` and ``skinbatch --help``.
+
+This is also the one place where errors become exit codes: a sub-command raises a
+:class:`~skinbatch.contract.SkinbatchError` and the group prints its message (no traceback) and exits
+with the error's own ``exit_code``. Sub-commands never map error types to codes themselves; they only
+return a code they compute from a result (a run with failures exits 3, an interrupted one 130).
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ import importlib
 import sys
 
 import click
+
+from skinbatch.contract import SkinbatchError
 
 # name -> "module:attribute", loaded only when the command runs.
 _COMMANDS: dict[str, tuple[str, str]] = {
@@ -24,6 +31,21 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("skinbatch.status.cli:status", "Health, batching and lag of Triton and the consumer group."),
     "evaluate": ("skinbatch.evaluate.cli:evaluate", "ROC/AUC, accuracy and confusion matrices on a labelled set."),
 }
+
+
+def report_error(exc: SkinbatchError, command: str) -> int:
+    """Print ``exc`` as ``skinbatch COMMAND: message`` on stderr and return its exit code."""
+    click.echo(f"skinbatch {command}: {exc}", err=True)
+    return int(exc.exit_code)
+
+
+def run_standalone(command: click.Command) -> None:
+    """Run one sub-command as its own program (``python -m skinbatch.consumer.cli``), ending on a
+    :class:`SkinbatchError` exactly as ``skinbatch COMMAND`` does."""
+    try:
+        command.main()
+    except SkinbatchError as exc:
+        sys.exit(report_error(exc, command.name or "?"))
 
 
 class LazyGroup(click.Group):
@@ -51,6 +73,12 @@ class LazyGroup(click.Group):
 
             return unavailable
         return getattr(module, attr)
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except SkinbatchError as exc:
+            raise click.exceptions.Exit(report_error(exc, ctx.invoked_subcommand or "?")) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Listing must not import every sub-command (torch would load for `--help`).

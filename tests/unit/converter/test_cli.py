@@ -14,15 +14,16 @@ need_module("torch", "the converter's packages: pip install 'skinbatch[convert]'
 need_module("onnxruntime", "the converter's packages: pip install 'skinbatch[convert]'")
 from click.testing import CliRunner  # noqa: E402
 
-from skinbatch.converter.cli import EXIT_NO_TENSORRT, convert  # noqa: E402
+from skinbatch.cli import cli  # noqa: E402
+from skinbatch.converter.cli import EXIT_NO_TENSORRT  # noqa: E402
 from skinbatch.modelcard import load_model_card  # noqa: E402
 
 
 def test_demo_weights_fp16_onnx_target(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     result = CliRunner().invoke(
-        convert,
-        ["--demo-weights", "--target", "onnx", "--precision", "fp16", "--check-images", "2",
+        cli,
+        ["convert", "--demo-weights", "--target", "onnx", "--precision", "fp16", "--check-images", "2",
          "--max-batch-size", "8", "--resize", "whole", "--repository", str(repo), "--json"],
     )
     assert result.exit_code == 0, result.output
@@ -39,20 +40,36 @@ def test_demo_weights_fp16_onnx_target(tmp_path: Path) -> None:
     assert card.color_managed_input is True and card.preprocessing_spec().color_management is True
     assert any("FP16 drift" in n for n in card.notes)
     # Again without --force: refused, and nothing changed.
-    again = CliRunner().invoke(convert, ["--demo-weights", "--target", "onnx", "--repository", str(repo)])
+    again = CliRunner().invoke(cli, ["convert", "--demo-weights", "--target", "onnx", "--repository", str(repo)])
     assert again.exit_code == 1 and "--force" in again.output
 
 
 def test_exactly_one_source(tmp_path: Path) -> None:
-    result = CliRunner().invoke(convert, ["--repository", str(tmp_path)])
+    result = CliRunner().invoke(cli, ["convert", "--repository", str(tmp_path)])
     assert result.exit_code == 2 and "exactly one" in result.output
-    result = CliRunner().invoke(convert, ["--demo-weights", "--onnx", "x.onnx", "--repository", str(tmp_path)])
+    result = CliRunner().invoke(cli, ["convert", "--demo-weights", "--onnx", "x.onnx", "--repository", str(tmp_path)])
     assert result.exit_code == 2
+
+
+def test_a_taxonomy_that_cannot_be_read_exits_with_its_own_code(tmp_path: Path) -> None:
+    from skinbatch.contract import ExitCode
+    from skinbatch.taxonomy import TaxonomyError
+
+    bad = tmp_path / "taxonomy.json"
+    bad.write_text("{not json", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["convert", "--demo-weights", "--target", "cpu", "--taxonomy", str(bad),
+                                      "--repository", str(tmp_path / "r")])
+    # Bad input (2, TaxonomyError's own code), not a failed conversion (1); a message, not a traceback.
+    assert TaxonomyError.exit_code == ExitCode.USAGE
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert f"skinbatch convert: taxonomy file {bad} is not valid JSON" in result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
 def test_tensorrt_target_without_tensorrt_fails_fast(tmp_path: Path) -> None:
-    result = CliRunner().invoke(convert, ["--demo-weights", "--repository", str(tmp_path / "r")])
+    result = CliRunner().invoke(cli, ["convert", "--demo-weights", "--repository", str(tmp_path / "r")])
     assert result.exit_code == EXIT_NO_TENSORRT
     assert "NGC TensorRT container" in result.output
     assert not (tmp_path / "r").exists()
@@ -65,8 +82,8 @@ def test_checkpoint_class_mismatch_via_cli(demo_checkpoint: Path, tmp_path: Path
     base = default_taxonomy()
     path = tmp_path / "nine.json"
     path.write_text(base.with_training_classes(base.fine_labels).to_json())
-    result = CliRunner().invoke(convert, ["--checkpoint", str(demo_checkpoint), "--taxonomy", str(path),
-                                          "--target", "cpu", "--repository", str(tmp_path / "r")])
+    result = CliRunner().invoke(cli, ["convert", "--checkpoint", str(demo_checkpoint), "--taxonomy", str(path),
+                                      "--target", "cpu", "--repository", str(tmp_path / "r")])
     assert result.exit_code == 1
     assert "45 output classes" in result.output and "9 training classes" in result.output
     assert not (tmp_path / "r").exists()
@@ -103,8 +120,8 @@ def test_no_malignancy_map_and_a_reference_distribution(tmp_path: Path) -> None:
     reference = ReferenceDistribution.from_scores(np.random.default_rng(0).beta(1, 3, 500), model)
     (tmp_path / "ref.json").write_text(reference.to_json())
     args = ["--onnx", str(tmp_path / "user.onnx"), "--target", "cpu", "--check-images", "1", "--json"]
-    result = CliRunner().invoke(convert, [*args, "--no-malignancy-map", "--reference-distribution",
-                                          str(tmp_path / "ref.json"), "--repository", str(tmp_path / "repo")])
+    result = CliRunner().invoke(cli, ["convert", *args, "--no-malignancy-map", "--reference-distribution",
+                                      str(tmp_path / "ref.json"), "--repository", str(tmp_path / "repo")])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["malignancy_map"] is None
     card = load_model_card(tmp_path / "repo")
@@ -115,17 +132,17 @@ def test_no_malignancy_map_and_a_reference_distribution(tmp_path: Path) -> None:
     # Another model's reference is refused before anything is written.
     other = ReferenceDistribution.from_scores([0.5], {**model, "weights_sha256": "0" * 64})
     (tmp_path / "other.json").write_text(other.to_json())
-    result = CliRunner().invoke(convert, [*args, "--reference-distribution", str(tmp_path / "other.json"),
-                                          "--repository", str(tmp_path / "repo2")])
+    result = CliRunner().invoke(cli, ["convert", *args, "--reference-distribution", str(tmp_path / "other.json"),
+                                      "--repository", str(tmp_path / "repo2")])
     assert result.exit_code == 1 and "skinbatch evaluate" in result.output
     assert not (tmp_path / "repo2").exists()
 
     # --update-card converts nothing and takes no weights.
-    result = CliRunner().invoke(convert, ["--update-card", "--repository", str(tmp_path / "repo")])
+    result = CliRunner().invoke(cli, ["convert", "--update-card", "--repository", str(tmp_path / "repo")])
     assert result.exit_code == 2 and "--reference-distribution" in result.output
-    result = CliRunner().invoke(convert, ["--update-card", "--demo-weights", "--reference-distribution",
-                                          str(tmp_path / "ref.json"), "--repository", str(tmp_path / "repo")])
+    result = CliRunner().invoke(cli, ["convert", "--update-card", "--demo-weights", "--reference-distribution",
+                                      str(tmp_path / "ref.json"), "--repository", str(tmp_path / "repo")])
     assert result.exit_code == 2
-    result = CliRunner().invoke(convert, ["--update-card", "--reference-distribution", str(tmp_path / "other.json"),
-                                          "--repository", str(tmp_path / "repo")])
+    result = CliRunner().invoke(cli, ["convert", "--update-card", "--reference-distribution",
+                                      str(tmp_path / "other.json"), "--repository", str(tmp_path / "repo")])
     assert result.exit_code == 1 and "weights" in result.output
