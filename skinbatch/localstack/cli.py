@@ -1,8 +1,9 @@
 """``skinbatch localstack``: run the local Apache Kafka broker in the foreground.
 
 Exit codes (skinbatch.contract.ExitCode): 0 after a clean stop (Ctrl-C or SIGTERM), 2 for bad arguments,
-14 if Java or Maven is missing or the jars could not be fetched, 15 if the broker did not start, 16 if it
-died on its own.
+14 if Java or Maven is missing or the jars could not be fetched (KafkaSetupError, FhirValidatorSetupError),
+15 if the broker did not start (KafkaStartError), 16 if it died on its own (KafkaBrokerDied). The commands
+raise those errors; the ``skinbatch`` group prints them and exits with their codes (skinbatch.cli).
 """
 
 from __future__ import annotations
@@ -16,32 +17,14 @@ from types import FrameType
 
 import click
 
-from skinbatch.contract import ExitCode
 from skinbatch.localstack.kafka import (
     DEFAULT_MESSAGE_MAX_BYTES,
     KafkaBroker,
-    KafkaSetupError,
-    KafkaStartError,
+    KafkaBrokerDied,
     ensure_kafka_jars,
     kafka_version,
 )
 from skinbatch.settings import CACHE_DIR, JSON, WORK_DIR
-
-EXIT_BROKER_DIED = int(ExitCode.SERVER_DIED)
-EXIT_SETUP = int(ExitCode.ENVIRONMENT)
-EXIT_START = int(ExitCode.START_FAILED)
-
-
-class _BrokerDied(click.ClickException):
-    exit_code = EXIT_BROKER_DIED
-
-
-class _SetupFailed(click.ClickException):
-    exit_code = EXIT_SETUP
-
-
-class _StartFailed(click.ClickException):
-    exit_code = EXIT_START
 
 
 def _topic_list(value: str | None) -> list[str]:
@@ -61,13 +44,10 @@ def localstack() -> None:
 def fetch(cache_dir: Path | None) -> None:
     """Download the Kafka jars and the HAPI FHIR validator with Maven now (done on first use otherwise);
     print their folders."""
-    from skinbatch.localstack.fhir_validator import FhirValidatorSetupError, ensure_fhir_validator
+    from skinbatch.localstack.fhir_validator import ensure_fhir_validator
 
-    try:
-        click.echo(str(ensure_kafka_jars(cache_dir)))
-        click.echo(str(ensure_fhir_validator(cache_dir)))
-    except (KafkaSetupError, FhirValidatorSetupError) as exc:
-        raise _SetupFailed(str(exc)) from exc
+    click.echo(str(ensure_kafka_jars(cache_dir)))
+    click.echo(str(ensure_fhir_validator(cache_dir)))
 
 
 @localstack.command("kafka")
@@ -117,15 +97,10 @@ def kafka(
         cache_dir=cache_dir,
     )
     try:
-        try:
-            broker.start()
-            names = _topic_list(topics)
-            if names:
-                broker.create_topics(names, partitions=partitions, exist_ok=True)
-        except KafkaSetupError as exc:
-            raise _SetupFailed(str(exc)) from exc
-        except KafkaStartError as exc:
-            raise _StartFailed(str(exc)) from exc
+        broker.start()  # KafkaSetupError (14) or KafkaStartError (15)
+        names = _topic_list(topics)
+        if names:
+            broker.create_topics(names, partitions=partitions, exist_ok=True)
         if as_json:
             click.echo(json.dumps({
                 "bootstrap_servers": broker.bootstrap_servers,
@@ -143,7 +118,7 @@ def kafka(
             click.echo("Ctrl-C to stop.")
         while not stop.wait(1.0):
             if not broker.is_running():
-                raise _BrokerDied(f"The Kafka broker exited on its own.\n{broker.log_tail()}")
+                raise KafkaBrokerDied(f"The Kafka broker exited on its own.\n{broker.log_tail()}")
         click.echo("Stopping Kafka...", err=True)
     finally:
         broker.close()

@@ -82,6 +82,12 @@ class KafkaStartError(SkinbatchError, RuntimeError):
     exit_code = ExitCode.START_FAILED
 
 
+class KafkaBrokerDied(SkinbatchError, RuntimeError):
+    """The broker process exited on its own while it was serving; the message carries the tail of its log."""
+
+    exit_code = ExitCode.SERVER_DIED
+
+
 # --------------------------------------------------------------------------------------------------
 # Pure part: configuration
 # --------------------------------------------------------------------------------------------------

@@ -28,13 +28,9 @@ OPTIONAL_DEPENDENCIES = frozenset({
     "matplotlib", "onnx", "onnxconverter_common", "onnxruntime", "pytriton", "tensorrt", "torch", "torchvision",
 })
 
-# Private exceptions used as control flow, which never reach a caller: caught in their own module, or by
-# click, which prints them and exits with their code.
+# Private exceptions used as control flow, which never reach a caller: caught in their own module.
 CONTROL_FLOW = {
     "skinbatch.serve.cli._Shutdown": "raised by the signal handler to unwind start-up and the serving loop",
-    "skinbatch.localstack.cli._BrokerDied": "a click exception: click prints it and exits 16",
-    "skinbatch.localstack.cli._SetupFailed": "a click exception: click prints it and exits 14",
-    "skinbatch.localstack.cli._StartFailed": "a click exception: click prints it and exits 15",
 }
 
 
