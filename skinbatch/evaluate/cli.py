@@ -11,17 +11,17 @@ from typing import Any
 import click
 
 from skinbatch.connect.options import TritonSettings, TritonTarget, triton_options
-from skinbatch.contract import EXIT_CODE_EPILOG, ExitCode
+from skinbatch.contract import EXIT_CODE_EPILOG, ConfigurationError, ExitCode
 from skinbatch.drift import DEFAULT_WINDOW, MIN_REFERENCE, expected_psi
 from skinbatch.scoring.settings import PipelineSettings
 from skinbatch.settings import JSON, OUT_DIR, PROGRESS, TAXONOMY, Alias, options
 from skinbatch.status.health import check_triton
 from skinbatch.triage.progress import Progress
 from skinbatch.triage.run import Runner, RunOptions, default_workers
-from skinbatch.triage.state import StateMismatchError, TriageStore
+from skinbatch.triage.state import TriageStore
 
 from .compute import CaseScores, evaluate_cases
-from .labels import LabelsError, read_labels, resolve_taxonomy
+from .labels import read_labels, resolve_taxonomy
 
 STATE_FILE = "evaluate-state.sqlite"
 
@@ -77,17 +77,9 @@ def evaluate(labels_csv: Path, triton: TritonTarget, out_dir: Path, taxonomy: Pa
     run_options = RunOptions(triton=triton, model=model, workers=decode_workers, keep_training=True)
     with Runner(run_options) as runner:
         card = runner.card
-        try:
-            tree, taxonomy_source = resolve_taxonomy(card, taxonomy)
-            cases = read_labels(labels_csv, tree)
-        except LabelsError as exc:
-            _err(str(exc))
-            sys.exit(int(ExitCode.USAGE))
-        try:
-            store = TriageStore(out_dir / STATE_FILE, card.model_summary())
-        except StateMismatchError as exc:
-            _err(str(exc))
-            sys.exit(int(ExitCode.USAGE))
+        tree, taxonomy_source = resolve_taxonomy(card, taxonomy)  # LabelsError: 2
+        cases = read_labels(labels_csv, tree)
+        store = TriageStore(out_dir / STATE_FILE, card.model_summary())  # StateMismatchError: 2
         try:
             paths = list(dict.fromkeys(str(c.path) for c in cases))
             summary = runner.run(paths, store, Progress(len(paths), label="evaluate", enabled=show_progress),
@@ -96,8 +88,8 @@ def evaluate(labels_csv: Path, triton: TritonTarget, out_dir: Path, taxonomy: Pa
             frames: dict[str, list[CaseScores]] = defaultdict(list)
             for row in store.frame_rows(paths=wanted, with_training=True):
                 if row.training is None:
-                    _err(f"{out_dir / STATE_FILE} holds scores without class probabilities; use a new --out folder")
-                    sys.exit(int(ExitCode.USAGE))
+                    raise ConfigurationError(f"{out_dir / STATE_FILE} holds scores without class probabilities; "
+                                             "use a new --out folder")
                 frames[row.path].append(CaseScores(row.malignancy, row.coarse, row.fine, row.training))
             failures = {e.path: f"{e.error_type}: {e.error_message}" for e in store.error_rows(paths=wanted)}
         finally:
@@ -156,4 +148,6 @@ def evaluate(labels_csv: Path, triton: TritonTarget, out_dir: Path, taxonomy: Pa
 
 
 if __name__ == "__main__":
-    evaluate()
+    from skinbatch.cli import run_standalone
+
+    run_standalone(evaluate)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from skinbatch.connect.options import TritonSettings, TritonTarget, triton_options
-from skinbatch.contract import EXIT_CODE_EPILOG, ExitCode, SkinbatchError
+from skinbatch.contract import EXIT_CODE_EPILOG, ConfigurationError, ExitCode
 from skinbatch.dicomweb.options import dicomweb_options
 from skinbatch.imaging import DecodeLimits
 from skinbatch.scoring.settings import MIB, PipelineSettings, megabytes
@@ -21,7 +21,7 @@ from skinbatch.status.health import check_triton
 from .progress import Progress
 from .report import write_reports
 from .run import Runner, RunOptions, RunSummary, default_workers
-from .state import StateMismatchError, TriageStore
+from .state import TriageStore
 from .walk import Discovery, discover
 
 if TYPE_CHECKING:
@@ -98,12 +98,10 @@ def triage(archives: tuple[Path, ...], triton: TritonTarget, out_dir: Path, mode
     out_dir = out_dir.resolve()
     qido_filters = (study_date, modality, sop_class, patient_id, accession)
     if not archives and dicomweb is None:
-        _err("give folders or files to score, or a DICOMweb archive with --dicomweb-url")
-        sys.exit(int(ExitCode.USAGE))
+        raise ConfigurationError("give folders or files to score, or a DICOMweb archive with --dicomweb-url")
     if any(qido_filters) and dicomweb is None:
-        _err("--study-date, --modality, --sop-class, --patient-id and --accession query a DICOMweb archive: "
-             "add --dicomweb-url")
-        sys.exit(int(ExitCode.USAGE))
+        raise ConfigurationError("--study-date, --modality, --sop-class, --patient-id and --accession query a "
+                                 "DICOMweb archive: add --dicomweb-url")
     found = discover(archives, exclude=[out_dir])
     pacs_errors: list[tuple[Path, str, str]] = []
     if dicomweb is not None:
@@ -122,11 +120,7 @@ def triage(archives: tuple[Path, ...], triton: TritonTarget, out_dir: Path, mode
                          limits=limits, triton_retry_s=triton_retry_s)
     with Runner(run_options) as runner:
         card = runner.card
-        try:
-            store = TriageStore.open(out_dir, card.model_summary())
-        except StateMismatchError as exc:
-            _err(str(exc))
-            sys.exit(int(ExitCode.USAGE))
+        store = TriageStore.open(out_dir, card.model_summary())  # StateMismatchError: 2
         try:
             for missing in found.missing:
                 store.record_path_error(os.path.abspath(missing), "not_found",
@@ -137,11 +131,7 @@ def triage(archives: tuple[Path, ...], triton: TritonTarget, out_dir: Path, mode
             if not card.trained and not as_json:
                 _err("the served model is UNTRAINED (demo weights): its scores are random")
             progress = Progress(len(found.images), enabled=show_progress)
-            try:
-                summary = runner.run(found.images, store, progress, on_event=_err)
-            except SkinbatchError as exc:
-                _err(str(exc))
-                sys.exit(int(exc.exit_code))
+            summary = runner.run(found.images, store, progress, on_event=_err)
             current = {os.path.abspath(p) for p in [*found.images, *found.missing, *(e[0] for e in pacs_errors)]}
             failed = sum(1 for _ in store.error_rows(paths=current))
             run_info: dict[str, Any] = {
@@ -183,32 +173,22 @@ def triage(archives: tuple[Path, ...], triton: TritonTarget, out_dir: Path, mode
 def _fetch_from_pacs(found: Discovery, out_dir: Path, settings: DicomWebSettings,
                      filters: tuple[str | None, ...], quiet: bool) -> list[tuple[Path, str, str]]:
     """Add the archive's matching instances (fetched into ``out_dir``) to ``found``; return fetch failures."""
-    from skinbatch.contract import ArchiveProblem
     from skinbatch.dicomweb.client import ArchiveError, ArchiveUnavailable, DicomWebArchive
 
     from .pacs import PacsQuery, fetch, find_instances
 
-    try:
-        query = PacsQuery(*filters)
-    except ValueError as exc:
-        _err(str(exc))
-        sys.exit(int(ExitCode.USAGE))
+    query = PacsQuery(*filters)  # ConfigurationError: 2
     archive = DicomWebArchive(settings)
-    try:
-        archive.probe()
-    except ArchiveProblem as exc:  # a refused certificate (13) or refused credentials (12)
-        _err(str(exc))
-        sys.exit(int(exc.exit_code))
+    archive.probe()  # ArchiveProblem: a refused certificate (13), refused credentials (12), no answer (8)
     try:
         studies, refs = find_instances(archive, query)
     except ArchiveUnavailable as exc:
         # Down, timing out, 5xx, or refusing the credentials: not a mistake in the command line.
-        _err(f"searching the DICOMweb archive failed: {exc}. Check that the archive is up and the "
-             "credentials, then run the same command again")
-        sys.exit(int(ExitCode.ARCHIVE_DOWN))
+        raise ArchiveUnavailable(f"searching the DICOMweb archive failed: {exc}. Check that the archive is up "
+                                 "and the credentials, then run the same command again") from exc
     except ArchiveError as exc:
-        _err(f"the DICOMweb archive refused the search: {exc}. Check --dicomweb-url and the filters")
-        sys.exit(int(ExitCode.USAGE))
+        raise ConfigurationError(f"the DICOMweb archive refused the search: {exc}. Check --dicomweb-url and the "
+                                 "filters") from exc
     if not quiet:
         _err(f"DICOMweb: {studies} studies and {len(refs)} image instances match")
     fetched = fetch(archive, refs, out_dir)
@@ -219,4 +199,6 @@ def _fetch_from_pacs(found: Discovery, out_dir: Path, settings: DicomWebSettings
 
 
 if __name__ == "__main__":
-    triage()
+    from skinbatch.cli import run_standalone
+
+    run_standalone(triage)

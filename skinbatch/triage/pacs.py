@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skinbatch.contract import ConfigurationError
 from skinbatch.dicomweb.client import (
     ArchiveRejected,
     ArchiveUnavailable,
@@ -46,7 +47,8 @@ class PacsQuery:
         if self.study_date:
             m = _DATE_RANGE.match(self.study_date.strip())
             if not m or not (m.group(1) or m.group(2)):
-                raise ValueError("--study-date takes YYYYMMDD or a range YYYYMMDD-YYYYMMDD (either end may be open)")
+                raise ConfigurationError(
+                    "--study-date takes YYYYMMDD or a range YYYYMMDD-YYYYMMDD (either end may be open)")
 
     def study_filters(self) -> dict[str, str]:
         filters = {"StudyDate": self.study_date, "PatientID": self.patient_id,
