@@ -74,11 +74,10 @@ def consume(log_level: str, **options: object) -> None:
 
     try:
         preflight(config)
-    except SkinbatchError as exc:
+    except SkinbatchError as exc:  # logged for the log pipeline; skinbatch.cli prints it and exits
         logging.getLogger("skinbatch.consumer").critical("%s", exc, extra={"event": "preflight",
                                                                          "exit_code": int(exc.exit_code)})
-        click.echo(f"skinbatch consume: {exc}", err=True)
-        sys.exit(int(exc.exit_code))
+        raise
 
     metrics = ConsumerMetrics()
     metrics_at = config.metrics
@@ -90,11 +89,7 @@ def consume(log_level: str, **options: object) -> None:
                 f"cannot serve metrics on {metrics_at.metrics_host}:{metrics_at.metrics_port} ({exc.strerror}); "
                 "choose another --metrics-port or 0 to disable"
             ) from None
-    try:
-        service = build_consumer(config, metrics)
-    except SkinbatchError as exc:
-        click.echo(f"skinbatch consume: {exc}", err=True)
-        sys.exit(int(exc.exit_code))
+    service = build_consumer(config, metrics)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         # Not service.stop() itself: Event.set takes a lock, and a second signal arriving while the
@@ -211,4 +206,6 @@ def _scorer_pool(config: ConsumerConfig, timeout_s: float) -> ScorerPool:
 
 
 if __name__ == "__main__":
-    consume()
+    from skinbatch.cli import run_standalone
+
+    run_standalone(consume)

@@ -12,7 +12,7 @@ import click
 
 from skinbatch.connect.kafka import COMPRESSION_TYPE, KafkaConnection, probe_kafka
 from skinbatch.connect.options import kafka_options
-from skinbatch.contract import EXIT_CODE_EPILOG, ExitCode, KafkaProblem
+from skinbatch.contract import EXIT_CODE_EPILOG, ExitCode
 from skinbatch.scoring.settings import PipelineSettings
 from skinbatch.settings import ARCHIVE_ROOT, JSON, Alias, Topics, options
 
@@ -65,11 +65,7 @@ def publish(paths: tuple[Path, ...], kafka: KafkaConnection, request_topic: str,
     if by_reference and archive_root is None:
         raise click.UsageError("--by-reference needs --archive-root, the folder the consumer resolves references under")
     root = Path(archive_root).resolve() if archive_root else None
-    try:
-        probe_kafka(kafka)
-    except KafkaProblem as exc:
-        click.echo(f"publish: {exc}", err=True)
-        sys.exit(int(exc.exit_code))
+    probe_kafka(kafka)  # KafkaProblem: 6, 12 or 13
     # Not idempotent: kafka-python 3.0's idempotent producer stays failed after one message the broker
     # refuses as too large, and here one oversized file must not stop the rest. A retried send may
     # duplicate a request, which the consumer's at-least-once contract already allows.

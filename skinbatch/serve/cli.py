@@ -19,13 +19,11 @@ from skinbatch.contract import EXIT_CODE_EPILOG, ExitCode
 from skinbatch.settings import JSON, REPOSITORY, WORK_DIR, Alias, lone
 
 from .config import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT, TritonServerConfig
-from .errors import ServeError, TritonEnvironmentError
+from .errors import ServeError
 from .server import LocalTriton
 
 EXIT_OK = int(ExitCode.OK)
 EXIT_SERVER_DIED = int(ExitCode.SERVER_DIED)
-EXIT_ENVIRONMENT = int(ExitCode.ENVIRONMENT)
-EXIT_START_FAILED = int(ExitCode.START_FAILED)
 
 TRITON_METRICS_PORT = lone("triton_metrics_port", "The served Triton's Prometheus metrics port; 0 picks a free one.",
                            DEFAULT_METRICS_PORT, type=click.IntRange(0, 65535), env=False)
@@ -147,12 +145,12 @@ def run_server(config: TritonServerConfig, reporter: _Reporter) -> int:
         )
     except _Shutdown:
         code = EXIT_OK
-    except TritonEnvironmentError as error:
-        reporter.error(error)
-        code = EXIT_ENVIRONMENT
     except ServeError as error:
+        # Reported here, not by skinbatch.cli: with --json the error is one more event on stdout, and the
+        # server is stopped (and a temporary log kept) before the command exits with the error's own code:
+        # 14 for the environment (TritonEnvironmentError), 15 for a server that did not start.
         reporter.error(error, log_file=str(server.log_path) if server.pid else None)
-        code = EXIT_START_FAILED
+        code = int(error.exit_code)
     finally:
         # A second signal while draining means "now": kill instead of waiting.
         for sig in previous:
@@ -173,4 +171,6 @@ def run_server(config: TritonServerConfig, reporter: _Reporter) -> int:
 
 
 if __name__ == "__main__":
-    serve()
+    from skinbatch.cli import run_standalone
+
+    run_standalone(serve)

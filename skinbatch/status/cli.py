@@ -154,4 +154,6 @@ def status(triton: TritonTarget, metrics_url: str | None, model: str, kafka: Kaf
 
 
 if __name__ == "__main__":
-    status()
+    from skinbatch.cli import run_standalone
+
+    run_standalone(status)
