@@ -1,4 +1,8 @@
-"""``skinbatch taxonomy``: partition a disease tree and show its levels."""
+"""``skinbatch taxonomy``: partition a disease tree and show its levels.
+
+A taxonomy that cannot be read (TaxonomyError) or a bad ``--max-class-size`` (ConfigurationError) exits 2
+with its message: the commands raise, and the ``skinbatch`` group exits with the error's code (skinbatch.cli).
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,11 @@ import click
 from skinbatch.settings import JSON
 
 from .partition import PAPER_MAX_CLASS_SIZE, partition_taxonomy
-from .tree import Taxonomy, TaxonomyError, default_taxonomy, load_taxonomy
+from .tree import Taxonomy, default_taxonomy, load_taxonomy
 
 
 def _load(path: Path | None) -> Taxonomy:
-    try:
-        return load_taxonomy(path) if path else default_taxonomy()
-    except TaxonomyError as exc:
-        raise click.ClickException(str(exc)) from None
+    return load_taxonomy(path) if path else default_taxonomy()
 
 
 @click.group()
@@ -35,10 +36,7 @@ def taxonomy() -> None:
 @JSON.option(help="Print machine-readable output.")
 def partition(path: Path | None, max_class_size: int, output: Path | None, as_json: bool) -> None:
     """Run PartitionDiseases on PATH (default: the bundled illustrative taxonomy)."""
-    try:
-        result = partition_taxonomy(_load(path), max_class_size)
-    except (TaxonomyError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    result = partition_taxonomy(_load(path), max_class_size)
     if output:
         output.write_text(result.to_json(), encoding="utf-8")
     if as_json:

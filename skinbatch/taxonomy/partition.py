@@ -9,6 +9,8 @@ A leaf that alone reaches ``max_class_size`` cannot be split further, so it beco
 
 from __future__ import annotations
 
+from skinbatch.contract import ConfigurationError
+
 from .tree import Node, Taxonomy
 
 PAPER_MAX_CLASS_SIZE = 1000
@@ -17,7 +19,7 @@ PAPER_MAX_CLASS_SIZE = 1000
 def partition_diseases(root: Node, max_class_size: int = PAPER_MAX_CLASS_SIZE) -> list[Node]:
     """The training classes, depth first, in the order the tree lists its children."""
     if max_class_size < 1:
-        raise ValueError(f"max_class_size must be at least 1, got {max_class_size}")
+        raise ConfigurationError(f"max_class_size must be at least 1, got {max_class_size}")
     classes: list[Node] = []
     # An explicit stack, because clinical taxonomies can be deep enough to trouble recursion limits.
     stack = [root]
