@@ -26,7 +26,10 @@ TENSORRT_SKIP_REASON = "needs a GPU with TensorRT"
 
 
 @dataclass(frozen=True)
-class DriftReport:
+class PrecisionDriftReport:
+    """How far a reduced-precision build (FP16 ONNX, TensorRT) moves the scores from FP32 on the same images.
+    Not :class:`skinbatch.status.drift.ScoreDriftReport`, the drift of served scores over time."""
+
     images: int
     max_abs_prob: float
     max_abs_malignancy: float
@@ -49,7 +52,8 @@ class DriftReport:
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, malignancy: np.ndarray, method: str,
-            reference_map: np.ndarray | None = None, candidate_map: np.ndarray | None = None) -> DriftReport:
+            reference_map: np.ndarray | None = None,
+            candidate_map: np.ndarray | None = None) -> PrecisionDriftReport:
     """Drift of ``candidate`` probabilities (N, K) from ``reference`` (N, K); ``malignancy`` is (K, 1) 0/1.
     With both maps (N, h, w), also the map's drift relative to the reference map's largest magnitude."""
     ref = np.asarray(reference, np.float64)
@@ -57,7 +61,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray, malignancy: np.ndarray
     if ref.shape != cand.shape:
         raise ValueError(f"shapes differ: {ref.shape} vs {cand.shape}")
     m = np.asarray(malignancy, np.float64)
-    return DriftReport(
+    return PrecisionDriftReport(
         images=int(ref.shape[0]),
         max_abs_prob=float(np.max(np.abs(ref - cand))),
         max_abs_malignancy=float(np.max(np.abs(ref @ m - cand @ m))),

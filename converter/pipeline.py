@@ -370,7 +370,7 @@ def attach_malignancy_map(opts: ConvertOptions, exported: Exported, malignancy: 
 class Fp16:
     path: Path
     size: int
-    drift: drift_mod.DriftReport
+    drift: drift_mod.PrecisionDriftReport
 
 
 def make_fp16(fp32_path: Path, fp32_probs: np.ndarray, served_map: ServedMap | None, malignancy: np.ndarray,
@@ -400,7 +400,7 @@ def make_fp16(fp32_path: Path, fp32_probs: np.ndarray, served_map: ServedMap | N
 class Plan:
     data: bytes
     info: dict[str, Any]
-    drift: drift_mod.DriftReport
+    drift: drift_mod.PrecisionDriftReport
 
 
 def build_tensorrt(opts: ConvertOptions, precision: str, fp32_path: Path, fp16: Fp16 | None, fp32_probs: np.ndarray,

@@ -15,7 +15,7 @@ from skinbatch.connect.options import TritonTarget
 from skinbatch.contract import ENSEMBLE, ExitCode
 from skinbatch.modelcard import ModelCard
 
-from .drift import DriftReport, DriftSnapshot, build_drift, snapshot
+from .drift import DriftSnapshot, ScoreDriftReport, build_drift, snapshot
 from .health import TritonHealth, check_triton
 from .kafka_lag import GroupStatus, KafkaSnapshot, group_status
 from .prometheus import fetch_metrics, parse_metrics
@@ -82,7 +82,7 @@ class StatusReport:
     metrics_error: str
     kafka: GroupStatus | None = None
     kafka_error: str = ""
-    drift: DriftReport | None = None
+    drift: ScoreDriftReport | None = None
 
     @property
     def problems(self) -> list[str]:
@@ -139,7 +139,8 @@ def build_report(now: TritonSnapshot, before: TritonSnapshot | None = None,
     )
 
 
-def _drift(now: TritonSnapshot, drift_now: DriftSnapshot | None, before: DriftSnapshot | None) -> DriftReport | None:
+def _drift(now: TritonSnapshot, drift_now: DriftSnapshot | None,
+           before: DriftSnapshot | None) -> ScoreDriftReport | None:
     if drift_now is None or now.model_card is None:
         return None
     return build_drift(drift_now, before, now.model_card.reference(), now.model_card.version)

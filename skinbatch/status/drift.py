@@ -34,7 +34,10 @@ class DriftSnapshot:
 
 
 @dataclass
-class DriftReport:
+class ScoreDriftReport:
+    """The PSI of the served P(malignant) over a recent window against the model card's reference. Not
+    :class:`skinbatch.converter.drift.PrecisionDriftReport`, the FP16-against-FP32 check of a build."""
+
     model_version: str
     window: str
     """``interval`` (scores between the two readings), ``since start``, or ``none``."""
@@ -66,16 +69,16 @@ def snapshot(samples_by_page: list[list[Sample]], version: str, errors: list[str
 
 
 def build_drift(now: DriftSnapshot, before: DriftSnapshot | None, reference: ReferenceDistribution | None,
-                version: str) -> DriftReport:
+                version: str) -> ScoreDriftReport:
     """The PSI of the recent window against ``reference``, and how much it can be trusted. Pure."""
     gauges = list(now.gauges)
     if reference is None:
-        return DriftReport(version, "none", 0, None, "unknown", None, gauges,
+        return ScoreDriftReport(version, "none", 0, None, "unknown", None, gauges,
                            "the model card has no reference distribution: make one with `skinbatch evaluate` and "
                            "add it with `skinbatch convert --update-card`")
     current = now.buckets.get(version)
     if not current:
-        return DriftReport(version, "none", 0, None, "unknown", None, gauges,
+        return ScoreDriftReport(version, "none", 0, None, "unknown", None, gauges,
                            f"no scores of model version {version} on the consumers' metrics pages")
     counts = counts_from_cumulative(current)
     window = "since start"
@@ -86,11 +89,11 @@ def build_drift(now: DriftSnapshot, before: DriftSnapshot | None, reference: Ref
             counts, window = delta, "interval"
     n = int(np.sum(counts))
     if n < MIN_WINDOW:
-        return DriftReport(version, window, n, None, "unknown", None, gauges,
+        return ScoreDriftReport(version, window, n, None, "unknown", None, gauges,
                            f"{n} scores; a PSI needs at least {MIN_WINDOW}")
     value = float(psi(reference, counts))
-    return DriftReport(version, window, n, round(value, 4), level(value),
+    return ScoreDriftReport(version, window, n, round(value, 4), level(value),
                        round(expected_psi(n, reference.n), 4), gauges)
 
 
-__all__ = ["DriftReport", "DriftSnapshot", "build_drift", "snapshot"]
+__all__ = ["DriftSnapshot", "ScoreDriftReport", "build_drift", "snapshot"]

@@ -98,6 +98,17 @@ def test_every_error_has_an_exit_code(classes: dict[str, type[BaseException]]) -
             assert isinstance(cls.exit_code, ExitCode), name
 
 
+def test_one_name_per_class() -> None:
+    """Two classes of one name (there were two ``DriftReport``s) make every import and traceback ambiguous."""
+    where: dict[str, set[str]] = {}
+    for module in _modules():
+        for name, obj in inspect.getmembers(module, inspect.isclass):
+            if obj.__module__ == module.__name__:
+                where.setdefault(obj.__qualname__, set()).add(f"{obj.__module__}.{obj.__qualname__}")
+    shared = {name: sorted(paths) for name, paths in where.items() if len(paths) > 1}
+    assert not shared, f"classes of the same name: {shared}; give each its own name"
+
+
 def test_exactly_one_archive_unavailable(classes: dict[str, type[BaseException]]) -> None:
     named = {name for name, cls in classes.items() if cls.__name__ == "ArchiveUnavailable"}
     assert named == {"skinbatch.contract.ArchiveUnavailable"}
