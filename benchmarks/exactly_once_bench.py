@@ -26,7 +26,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
-from consumer_bench import build_standin_onnx, convert  # noqa: E402
+from harness import build_standin_onnx, convert  # noqa: E402
 from pipeline_bench import consumer_run  # noqa: E402
 
 

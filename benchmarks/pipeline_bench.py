@@ -43,7 +43,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
-from consumer_bench import build_standin_onnx, convert, cpu_snapshot  # noqa: E402
+from harness import build_standin_onnx, convert, cpu_snapshot  # noqa: E402
 
 
 def distinct(jpeg: bytes, i: int) -> bytes:
@@ -152,7 +152,7 @@ def triage_rate(folder: Path, url: str, out: Path) -> float:
 
 def triage_with_triton_cpu(folder: Path, triton: Any, out: Path, n: int) -> dict[str, float]:
     """Triage's rate and Triton's CPU ms per image meanwhile."""
-    from consumer_bench import _children, tree_cpu_seconds
+    from harness import children_of as _children, tree_cpu_seconds
 
     before = tree_cpu_seconds(triton.pid, _children())
     rate = triage_rate(folder, triton.grpc_url, out)
@@ -160,7 +160,7 @@ def triage_with_triton_cpu(folder: Path, triton: Any, out: Path, n: int) -> dict
 
 
 def _tree_rss_mb(pid: int) -> float:
-    from consumer_bench import _children
+    from harness import children_of as _children
 
     children, total, stack = _children(), 0, [pid]
     while stack:

@@ -33,6 +33,7 @@ TRANSACTION_TIMEOUT_MS = 30_000
 """How long an open transaction of a producer that vanished holds back read_committed readers when no
 successor with its transactional id comes to abort it (docs/deploy.md)."""
 
+
 def _consume_options(fn):  # type: ignore[no-untyped-def]
     """Every part of ConsumerConfig, flat; the old spellings of renamed options as hidden aliases."""
     overrides: dict[type, dict[str, dict[str, Any]]] = {
@@ -48,7 +49,7 @@ def _consume_options(fn):  # type: ignore[no-untyped-def]
 
 @click.command(epilog=EXIT_CODE_EPILOG)
 @_consume_options
-def consume(log_level: str, **options: object) -> None:
+def consume(log_level: str, **values: object) -> None:
     """Score images streamed through Kafka, at least once (exactly once with --exactly-once).
 
     Results go to the result topic keyed by request id; bad input goes to the dead-letter topic
@@ -61,7 +62,7 @@ def consume(log_level: str, **options: object) -> None:
     """
     configure_logging(log_level)
     reuse_large_buffers()
-    config = ConsumerConfig.from_values(options)
+    config = ConsumerConfig.from_values(values)
     try:
         config.validate()
     except ValueError as exc:
