@@ -31,7 +31,6 @@ import numpy as np
 from harness import build_standin_onnx, convert  # noqa: E402
 
 
-
 def direct_rate(endpoint: str, images: np.ndarray, concurrency: int, n: int) -> float:
     from skinbatch.scoring import TritonScorer
 
