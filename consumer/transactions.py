@@ -12,7 +12,13 @@
   the consumer's group metadata (``send_offsets_to_transaction``, KIP-447), and commits. A
   ``read_committed`` reader then sees each answer exactly when its request's offset is committed: once.
   A crash, a fenced zombie (a member the group has since replaced) or a failed commit aborts the whole
-  transaction; the messages are redelivered and answered in a later one. A producer fenced by the
+  transaction; the messages are redelivered and answered in a later one. A commit that fails on our side
+  after its request left (a timeout while the coordinator's broker dies) may still be completed by the
+  coordinator: when the producer cannot abort it, the replacement producer settles it, and the group's
+  committed offsets say which way it went (``_went_through``); answers already committed are not sent
+  again. A member the group coordinator no longer knows (kafka-python resets it to generation -1 until it
+  rejoins) commits nothing: the coordinator would accept its transactional offsets unfenced, a zombie's
+  answers beside the new owner's. A producer fenced by the
   coordinator (it aborted a transaction that outlived ``transaction_timeout_ms`` during a broker outage)
   is replaced by a new one with the same id; fenced twice within a minute, two members share the id, and
   the consumer stops (exit 6).
@@ -118,8 +124,17 @@ class TransactionalCommitter:
         return due
 
     def commit(self, offsets: Mapping[TopicPartition, Any]) -> None:
-        from kafka.errors import ProducerFencedError
+        from kafka.errors import CommitFailedError, ProducerFencedError
 
+        group = self.consumer.group_metadata()
+        if not in_group(group):
+            # kafka-python resets a member that the coordinator no longer knows to generation -1 and no
+            # member id, and the coordinator accepts transactional offsets with those from anyone: this
+            # zombie would commit answers that the partitions' new owner gives too (duplicates seen in the
+            # cluster test after a broker failover). Nothing is sent: the answers wait, and are dropped
+            # with the partitions when kafka-python reports them lost at the rejoin.
+            raise CommitFailedError(f"not a member of the group now (generation {group.generation_id}); "
+                                    "not committing until it rejoins")
         due = self.due(offsets)
         producer = self.producer
         try:
@@ -128,14 +143,17 @@ class TransactionalCommitter:
                 for offset in held_offsets:
                     for topic, key, value, headers in self._held[tp][offset]:
                         producer.send(topic, key, value, headers)
-            producer.send_offsets_to_transaction(offsets, self.consumer.group_metadata())
+            producer.send_offsets_to_transaction(offsets, group)
             producer.commit_transaction()
         except ProducerFencedError as exc:
             self._fenced(exc)
             raise
         except Exception as exc:
-            self._abort(exc)
-            raise
+            if self._abort(exc) or not self._went_through(offsets):
+                raise
+            log.warning("a transaction whose commit failed on our side was committed by the coordinator; its "
+                        "answers are not sent again", extra={"event": "transaction_in_doubt_committed",
+                                                            "error": type(exc).__name__})
         for tp, held_offsets in due.items():
             for offset in held_offsets:
                 del self._held[tp][offset]
@@ -157,8 +175,10 @@ class TransactionalCommitter:
                   extra={"event": "transaction_fenced", "error": type(error).__name__})
         self.producer.rebuild(error)
 
-    def _abort(self, error: BaseException) -> None:
-        """Abort the open transaction; a producer that cannot is replaced (the new one aborts it for us)."""
+    def _abort(self, error: BaseException) -> bool:
+        """Abort the open transaction: True when it was aborted. A producer that cannot abort is replaced,
+        and then the outcome is unknown (False): the new producer's ``init_transactions`` aborts an open
+        transaction, but one whose commit request reached the coordinator is completed as a commit."""
         self.aborted += 1
         log.warning("transaction failed; aborting it, its messages are committed with a later one",
                     extra={"event": "transaction_aborted", "error": type(error).__name__})
@@ -166,6 +186,30 @@ class TransactionalCommitter:
             self.producer.abort_transaction()
         except Exception as exc:  # noqa: BLE001 - a producer in a fatal state: a new one fences it
             self.producer.rebuild(exc)
+            return False
+        return True
+
+    def _went_through(self, offsets: Mapping[TopicPartition, Any]) -> bool:
+        """After a commit of unknown outcome (the replacement producer has resolved it with the
+        coordinator): did the group's committed offsets reach ``offsets``? Offsets and answers commit
+        together, so then the answers are out too, and sending them again would duplicate them (seen when
+        the coordinator's broker was SIGKILLed during a commit). Unknown counts as not."""
+        try:
+            for tp, meta in offsets.items():
+                committed = self.consumer.committed(tp)
+                if committed is None or committed < meta.offset:
+                    return False
+        except Exception as exc:  # noqa: BLE001 - cannot tell: send again (at worst a duplicate, as before)
+            log.warning("could not read the committed offsets after a failed commit",
+                        extra={"event": "commit_outcome_unknown", "error": type(exc).__name__})
+            return False
+        return True
+
+
+def in_group(group: Any) -> bool:
+    """Whether a ``ConsumerGroupMetadata`` snapshot is a member's: a generation and a member id (KIP-447
+    fences those when stale; without them the coordinator fences nothing)."""
+    return group.generation_id >= 0 and bool(group.member_id)
 
 
 def make_committer(exactly_once: bool, consumer: Any, producer: Any,
@@ -173,4 +217,4 @@ def make_committer(exactly_once: bool, consumer: Any, producer: Any,
     return TransactionalCommitter(consumer, producer, on_fatal) if exactly_once else PlainCommitter(consumer)
 
 
-__all__ = ["Committer", "Encoded", "PlainCommitter", "TransactionalCommitter", "make_committer"]
+__all__ = ["Committer", "Encoded", "PlainCommitter", "TransactionalCommitter", "in_group", "make_committer"]

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 from kafka import TopicPartition
-from kafka.errors import CommitFailedError, ProducerFencedError
-from kafka.structs import OffsetAndMetadata
+from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError, ProducerFencedError
+from kafka.structs import ConsumerGroupMetadata, OffsetAndMetadata
 
 from skinbatch.consumer.metrics import ConsumerMetrics
 from skinbatch.consumer.source import KafkaSource
@@ -24,6 +24,9 @@ class FakeProducer:
         self.committed: list[tuple[list[bytes], dict[TopicPartition, int]]] = []
         self.open: list[bytes] | None = None
         self.fail_offsets: Exception | None = None
+        self.fail_commit: tuple[Exception, bool] | None = None
+        """(error, whether the coordinator commits anyway): a commit request that left, then timed out."""
+        self.abort_error: Exception | None = None
         self.aborts = 0
         self.rebuilds = 0
 
@@ -36,7 +39,7 @@ class FakeProducer:
         self.open.append(key)
 
     def send_offsets_to_transaction(self, offsets: dict, group_metadata: Any) -> None:
-        assert group_metadata == "generation-7"
+        assert group_metadata.generation_id >= 0 and group_metadata.member_id
         if self.fail_offsets is not None:
             error, self.fail_offsets = self.fail_offsets, None
             raise error
@@ -44,20 +47,38 @@ class FakeProducer:
 
     def commit_transaction(self) -> None:
         assert self.open is not None
+        if self.fail_commit is not None:
+            (error, goes_through), self.fail_commit = self.fail_commit, None
+            if goes_through:
+                self.committed.append((self.open, self._offsets))
+            raise error
         self.committed.append((self.open, self._offsets))
         self.open = None
 
     def abort_transaction(self) -> None:
+        if self.abort_error is not None:
+            raise self.abort_error  # kafka-python: no abort while a commit is in progress
         self.aborts += 1
         self.open = None
 
     def rebuild(self, error: BaseException) -> None:
         self.rebuilds += 1
+        self.open = None
+        self.abort_error = None
 
 
 class FakeConsumer:
-    def group_metadata(self) -> str:
-        return "generation-7"
+    def __init__(self, producer: FakeProducer | None = None) -> None:
+        self.producer = producer
+        self.group = ConsumerGroupMetadata("g", 7, "member-1")
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        return self.group
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset: the last committed transaction's (the coordinator's view)."""
+        offsets = [o[tp] for _, o in (self.producer.committed if self.producer else []) if tp in o]
+        return max(offsets) if offsets else None
 
 
 TP = TopicPartition("req", 0)
@@ -70,7 +91,7 @@ def _answer(offset: int) -> list[tuple[str, bytes, bytes, list[tuple[str, bytes]
 def _committer() -> tuple[TransactionalCommitter, FakeProducer, list[KafkaProblem]]:
     fatal: list[KafkaProblem] = []
     producer = FakeProducer()
-    return TransactionalCommitter(FakeConsumer(), producer, fatal.append), producer, fatal
+    return TransactionalCommitter(FakeConsumer(producer), producer, fatal.append), producer, fatal
 
 
 def test_a_transaction_holds_only_the_answers_of_the_offsets_it_commits() -> None:
@@ -95,6 +116,42 @@ def test_a_failed_transaction_is_aborted_and_its_answers_go_with_the_next() -> N
     assert producer.aborts == 1 and producer.committed == [] and fatal == []
     committer.commit({TP: OffsetAndMetadata(1, "", -1)})
     assert producer.committed == [([b"r0"], {TP: 1})]
+
+
+@pytest.mark.parametrize("goes_through", [True, False], ids=["coordinator-committed", "coordinator-aborted"])
+def test_a_commit_of_unknown_outcome_is_settled_by_the_group_s_offsets(goes_through: bool) -> None:
+    """The commit request left, then timed out (the coordinator's broker was SIGKILLed): the producer
+    cannot abort and is replaced. Answers the coordinator committed anyway must not be sent again."""
+    committer, producer, fatal = _committer()
+    committer.hold(TP, 0, _answer(0))
+    producer.fail_commit = (KafkaTimeoutError("commit_transaction did not complete within 15 s"), goes_through)
+    producer.abort_error = KafkaError("invalid transition from COMMITTING_TRANSACTION to ABORTING_TRANSACTION")
+    if goes_through:
+        committer.commit({TP: OffsetAndMetadata(1, "", -1)})  # settled: committed
+    else:
+        with pytest.raises(KafkaTimeoutError):
+            committer.commit({TP: OffsetAndMetadata(1, "", -1)})
+    assert producer.rebuilds == 1 and fatal == []
+    committer.hold(TP, 1, _answer(1))
+    committer.commit({TP: OffsetAndMetadata(2, "", -1)})
+    sent = [key for keys, _ in producer.committed for key in keys]
+    assert sorted(sent) == [b"r0", b"r1"], "every answer exactly once"
+
+
+def test_a_member_out_of_its_group_commits_nothing() -> None:
+    """kafka-python resets a member the coordinator forgot (a coordinator failover) to generation -1 until it
+    rejoins; the coordinator does not fence transactional offsets without a generation, so such a zombie must
+    not commit: its partitions' new owner answers them."""
+    committer, producer, _ = _committer()
+    committer.hold(TP, 0, _answer(0))
+    committer.consumer.group = ConsumerGroupMetadata("g", -1, "")
+    with pytest.raises(CommitFailedError, match="not a member"):
+        committer.commit({TP: OffsetAndMetadata(1, "", -1)})
+    assert producer.committed == [] and producer.open is None, "no transaction was begun"
+    committer.forget(TP)  # lost at the rejoin
+    committer.consumer.group = ConsumerGroupMetadata("g", 8, "member-1")
+    committer.commit({TP: OffsetAndMetadata(1, "", -1)})
+    assert producer.committed == [([], {TP: 1})]
 
 
 def test_a_fenced_producer_is_replaced_once_and_stops_the_consumer_when_fenced_again() -> None:
