@@ -7,26 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
 
+from tests.fixtures.standin import build_standin_onnx  # noqa: E402  (one stand-in for tests and benchmarks)
 
-def build_standin_onnx(path: Path, classes: int) -> None:
-    """A cheap model with Inception's interface: mean colour → linear → logits."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = np.random.default_rng(0).normal(size=(3, classes)).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=0),
-         helper.make_node("MatMul", ["m", "w"], ["logits"])],
-        "standin",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 299, 299, 3])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "axes")],
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+__all__ = ["REPO_ROOT", "build_standin_onnx", "children_of", "convert", "cpu_seconds", "cpu_snapshot",
+           "tree_cpu_seconds"]
 
 
 def convert(args: list[str], repo: Path) -> Path:

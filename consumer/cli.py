@@ -16,8 +16,7 @@ from skinbatch.connect.kafka import KafkaConnection
 from skinbatch.connect.options import TritonSettings
 from skinbatch.contract import EXIT_CODE_EPILOG, SkinbatchError
 from skinbatch.logs import configure_logging
-from skinbatch.scoring.settings import PipelineSettings
-from skinbatch.settings import LOG_LEVEL, Alias, options
+from skinbatch.settings import LOG_LEVEL, Alias, PipelineSettings, options
 
 from .config import PARTS, ConsumerConfig
 

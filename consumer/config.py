@@ -12,8 +12,7 @@ import click
 from skinbatch.connect.kafka import COMPRESSION_TYPE, KafkaConnection
 from skinbatch.connect.options import TritonSettings, TritonTarget
 from skinbatch.dicomweb.options import ArchiveSettings
-from skinbatch.scoring.settings import PipelineSettings
-from skinbatch.settings import ARCHIVE_ROOT, MetricsSettings, Topics, setting, split_values
+from skinbatch.settings import ARCHIVE_ROOT, MetricsSettings, PipelineSettings, Topics, setting, split_values
 
 
 @dataclass
@@ -111,7 +110,7 @@ class ConsumerConfig:
         self.archive.settings()
         from skinbatch.connect.kafka import COMPRESSION_TYPES
         from skinbatch.contract import ConfigurationError
-        from skinbatch.scoring.settings import SHARED_MEMORY_MODES
+        from skinbatch.settings import SHARED_MEMORY_MODES
 
         if self.pipeline.shared_memory not in SHARED_MEMORY_MODES:
             raise ConfigurationError(f"--shared-memory {self.pipeline.shared_memory!r}: use one of "

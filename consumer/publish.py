@@ -13,8 +13,7 @@ import click
 from skinbatch.connect.kafka import COMPRESSION_TYPE, KafkaConnection, probe_kafka
 from skinbatch.connect.options import kafka_options
 from skinbatch.contract import EXIT_CODE_EPILOG, ExitCode
-from skinbatch.scoring.settings import PipelineSettings
-from skinbatch.settings import ARCHIVE_ROOT, JSON, Alias, Topics, options
+from skinbatch.settings import ARCHIVE_ROOT, JSON, Alias, PipelineSettings, Topics, options
 
 REQUEST_OVERHEAD_BYTES = 64 * 1024
 """Room in a produce request for the record's key, headers and framing beside an image of the limit."""

@@ -6,7 +6,7 @@ Two kinds of declaration:
 * **Parts**: typed dataclasses whose fields are settings (:func:`setting`), e.g.
   :class:`~skinbatch.connect.kafka.KafkaConnection`, :class:`~skinbatch.connect.options.TritonSettings`,
   :class:`~skinbatch.dicomweb.options.ArchiveSettings`, :class:`Topics`,
-  :class:`~skinbatch.scoring.settings.PipelineSettings`, :class:`MetricsSettings`. A command takes a
+  :class:`PipelineSettings`, :class:`MetricsSettings`. A command takes a
   part whole (``@part_options(Topics)``, folded into one parameter) or some of its fields, flat.
   ``skinbatch consume`` is the composition of them all (``consumer/config.py``).
 * **Lone settings** that several commands share without a part: :data:`JSON`, :data:`OUT_DIR`,
@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
@@ -115,9 +116,6 @@ class Setting:
         meta = self if default is MISSING else dataclasses.replace(self, default=default)
         return field(default=meta.default, metadata={_SETTING: meta})
 
-    def default_value(self) -> Any:
-        return self.default_factory() if self.default_factory is not None else self.default
-
     def option(self, **overrides: Any) -> Callable[[F], F]:
         """The click option(s): the flag, its ``-file`` variant for a secret, hidden aliases. ``overrides``:
         a command's own ``help``, ``default``, ``required``, and ``aliases``: the old spellings this command
@@ -197,13 +195,6 @@ def settings_of(part: type) -> tuple[Setting, ...]:
         if meta is not None:
             found.append(dataclasses.replace(meta, name=f.name, concept=meta.concept or f"{part.__name__}.{f.name}"))
     return tuple(found)
-
-
-def setting_of(part: type, name: str) -> Setting:
-    for spec in settings_of(part):
-        if spec.name == name:
-            return spec
-    raise KeyError(f"{part.__name__} has no setting {name!r}")
 
 
 def part_names(part: type) -> tuple[str, ...]:
@@ -437,6 +428,50 @@ class MetricsSettings:
     metrics_host: str = setting("Address the metrics endpoint binds to.", "127.0.0.1")
 
 
+SHARED_MEMORY_MODES = ("auto", "on", "off")
+MIB = 1024 * 1024
+
+
+@dataclass
+class PipelineSettings:
+    """How images are decoded, bounded and handed to Triton (skinbatch/scoring/pipeline.py)."""
+
+    decode_workers: int = setting("Decoding processes.", default_factory=lambda: os.cpu_count() or 1,
+                                  show_default="CPUs", type=click.IntRange(min=1))
+    max_infer_in_flight: int = setting("Decoded frames held for Triton (shared-memory slots of 268 KB).", 64,
+                                       type=click.IntRange(min=1))
+    max_infer_requests: int = setting("Requests outstanding at Triton: the first carries the frames ready "
+                                      "together, the others only full batches.", 4, type=click.IntRange(min=1))
+    max_infer_batch: int | None = setting("Frames per request (default: the model's max_batch_size; 1 turns "
+                                          "client-side batching off).", None, type=click.IntRange(min=1))
+    shared_memory: str = setting("Hand images to Triton through system shared memory: auto (when Triton runs on "
+                                 "this host or shares its /dev/shm), on (or stop), off.", "auto",
+                                 type=click.Choice(SHARED_MEMORY_MODES))
+    max_image_bytes: int = setting("Largest image accepted, in bytes: inline, by reference, retrieved from the "
+                                   "archive, or a file; larger ones are refused as too_large without being "
+                                   "decoded.", 32 * MIB, type=click.IntRange(min=1))
+    max_pixels: int = setting("Largest image in pixels, checked before decoding (decompression bombs).", 80_000_000,
+                              type=click.IntRange(min=1))
+    decode_timeout_s: float = setting("Wall-clock limit of one decode, in seconds; past it the input is "
+                                      "dead-lettered decode_timeout and its worker replaced (0 disables).", 60.0,
+                                      type=click.FloatRange(min=0))
+    decode_memory_mb: int = setting("Memory (address space) each decode worker may use; an input that needs more "
+                                    "is dead-lettered decode_memory and its worker replaced (0 disables).", 2048,
+                                    type=click.IntRange(min=0))
+
+    def decode_limits(self) -> Any:
+        """Limits for the decode workers: the image size, and pixels checked before decoding."""
+        from skinbatch.imaging import DecodeLimits
+
+        return DecodeLimits(max_bytes=self.max_image_bytes, max_pixels=self.max_pixels,
+                            max_total_pixels=2 * self.max_pixels)
+
+
+def megabytes(value: float) -> int:
+    """An old ``--max-file-mb`` value in bytes."""
+    return int(value * MIB)
+
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_LEVEL = lone("log_level", "Log level of the command's JSON log lines on stderr.", "INFO",
                  type=click.Choice(LOG_LEVELS, case_sensitive=False))
@@ -458,8 +493,8 @@ ARCHIVE_ROOT = lone("archive_root", "Folder that {\"uri\": ...} references are r
                     type=click.Path(exists=True, file_okay=False))
 
 
-__all__ = ["ARCHIVE_ROOT", "CACHE_DIR", "ENV_PREFIX", "FILE_SUFFIX", "JSON", "LOG_LEVEL",
-           "LOG_LEVELS", "OUT_DIR", "PROGRESS", "REPOSITORY", "TAXONOMY", "WORK_DIR", "Alias", "MetricsSettings",
-           "Setting", "SettingOption", "Topics", "env_name", "flag_name", "lone", "options", "part_options",
-           "read_secret_file", "secret_option", "setting", "setting_of", "settings_of", "split_values",
-           "warn_on_command_line"]
+__all__ = ["ARCHIVE_ROOT", "Alias", "CACHE_DIR", "ENV_PREFIX", "FILE_SUFFIX", "JSON", "LOG_LEVEL", "LOG_LEVELS",
+           "MIB", "MetricsSettings", "OUT_DIR", "PROGRESS", "PipelineSettings", "REPOSITORY", "SHARED_MEMORY_MODES",
+           "Setting", "SettingOption", "TAXONOMY", "Topics", "WORK_DIR", "env_name", "flag_name", "lone",
+           "megabytes", "options", "part_options", "read_secret_file", "secret_option", "setting", "settings_of",
+           "split_values", "warn_on_command_line"]

@@ -31,7 +31,6 @@ from skinbatch.settings import (
     read_secret_file,
     secret_option,
     setting,
-    setting_of,
     settings_of,
 )
 
@@ -105,29 +104,8 @@ class TritonSettings:
 
 
 KAFKA_OPTIONS: tuple[Setting, ...] = settings_of(KafkaConnection)
-KAFKA_FIELDS = tuple(spec.name for spec in KAFKA_OPTIONS)
 TRITON_CONNECTION = ("triton_url", "triton_ca", "triton_cert", "triton_key", "triton_admin_key")
 """The settings that say where one Triton is (what ``triage``, ``status`` and ``evaluate`` take)."""
-TRITON_OPTIONS: tuple[Setting, ...] = tuple(setting_of(TritonSettings, name) for name in TRITON_CONNECTION)
-
-
-def kafka_connection(values: dict[str, Any]) -> KafkaConnection:
-    """A validated :class:`KafkaConnection` from option values; :class:`click.UsageError` otherwise."""
-    fields = {k: values[k] for k in KAFKA_FIELDS if values.get(k) is not None}
-    try:
-        conn = KafkaConnection(**fields)
-        conn.validate()
-    except (ConfigurationError, TypeError) as exc:
-        raise click.UsageError(str(exc)) from None
-    return conn
-
-
-def triton_target(values: dict[str, Any]) -> TritonTarget:
-    """The parsed endpoint and checked TLS files; :class:`click.UsageError` (listing the URL forms) otherwise."""
-    try:
-        return TritonSettings(**{k: v for k, v in values.items() if k in TRITON_CONNECTION and v is not None}).target()
-    except ConfigurationError as exc:
-        raise click.UsageError(str(exc)) from None
 
 
 def _validated(conn: KafkaConnection) -> KafkaConnection:
@@ -147,6 +125,6 @@ def triton_options(required: bool = True) -> Callable[[F], F]:
     return part_options(TritonSettings, "triton", TritonSettings.target, required=required, only=TRITON_CONNECTION)
 
 
-__all__ = ["ENV_PREFIX", "FILE_SUFFIX", "KAFKA_FIELDS", "KAFKA_OPTIONS", "TRITON_CONNECTION", "TRITON_DISCOVERY",
-           "TRITON_OPTIONS", "TritonSettings", "TritonTarget", "env_name", "flag_name", "kafka_connection",
-           "kafka_options", "read_secret_file", "secret_option", "triton_options", "triton_target"]
+__all__ = ["ENV_PREFIX", "FILE_SUFFIX", "KAFKA_OPTIONS", "TRITON_CONNECTION", "TRITON_DISCOVERY", "TritonSettings",
+           "TritonTarget", "env_name", "flag_name", "kafka_options", "read_secret_file", "secret_option",
+           "triton_options"]

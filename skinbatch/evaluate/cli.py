@@ -13,8 +13,7 @@ import click
 from skinbatch.connect.options import TritonSettings, TritonTarget, triton_options
 from skinbatch.contract import EXIT_CODE_EPILOG, ConfigurationError, ExitCode
 from skinbatch.drift import DEFAULT_WINDOW, MIN_REFERENCE, expected_psi
-from skinbatch.scoring.settings import PipelineSettings
-from skinbatch.settings import JSON, OUT_DIR, PROGRESS, TAXONOMY, Alias, options
+from skinbatch.settings import JSON, OUT_DIR, PROGRESS, TAXONOMY, Alias, PipelineSettings, options
 from skinbatch.status.health import check_triton
 from skinbatch.triage.progress import Progress
 from skinbatch.triage.run import Runner, RunOptions, default_workers

@@ -56,12 +56,12 @@ from skinbatch.contract import (
 )
 from skinbatch.imaging import DecodeLimits
 from skinbatch.imaging.model_input import ModelInput
+from skinbatch.settings import SHARED_MEMORY_MODES
 from skinbatch.timers import Timers
 
 from .decoding import decode_task, decode_worker_init, limits_dict
 from .scores import Scores
 from .servers import AnyScorer
-from .settings import SHARED_MEMORY_MODES
 from .slots import SharedSlots, remove_stale_segments
 from .transport import ShmInput, TritonTLSError
 from .workers import DecodePool, TaskOutOfMemory, TaskTimedOut

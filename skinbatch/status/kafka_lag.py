@@ -21,8 +21,6 @@ from typing import Any
 from skinbatch.connect.kafka import KafkaConnection, probe_kafka
 from skinbatch.contract import DEAD_LETTER_TOPIC, KafkaProblem
 
-DEFAULT_DEAD_LETTER_TOPIC = DEAD_LETTER_TOPIC
-
 
 class KafkaStatusError(KafkaProblem):
     """Kafka could not be asked, or the group is unknown. The message says what to check."""
@@ -125,7 +123,7 @@ class KafkaProbe:
     """Reads a consumer group's offsets and a dead-letter topic's end offsets. Reuse it across refreshes."""
 
     def __init__(self, connection: KafkaConnection, group_id: str,
-                 dead_letter_topic: str = DEFAULT_DEAD_LETTER_TOPIC, timeout_s: float = 5.0) -> None:
+                 dead_letter_topic: str = DEAD_LETTER_TOPIC, timeout_s: float = 5.0) -> None:
         from kafka import KafkaAdminClient, KafkaConsumer
         from kafka.errors import KafkaError
 

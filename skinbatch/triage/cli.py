@@ -14,8 +14,7 @@ from skinbatch.connect.options import TritonSettings, TritonTarget, triton_optio
 from skinbatch.contract import EXIT_CODE_EPILOG, ConfigurationError, ExitCode
 from skinbatch.dicomweb.options import dicomweb_options
 from skinbatch.imaging import DecodeLimits
-from skinbatch.scoring.settings import MIB, PipelineSettings, megabytes
-from skinbatch.settings import JSON, OUT_DIR, PROGRESS, Alias, options
+from skinbatch.settings import JSON, MIB, OUT_DIR, PROGRESS, Alias, PipelineSettings, megabytes, options
 from skinbatch.status.health import check_triton
 
 from .progress import Progress

@@ -37,27 +37,17 @@ def open_orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalOrth
 
 @pytest.fixture(scope="module")
 def hydra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HydraIssuer]:
-    server = HydraIssuer(tmp_path_factory.mktemp("hydra"), token_ttl_s=30)
-    server.start()
-    try:
-        server.wait_ready()
+    with HydraIssuer(tmp_path_factory.mktemp("hydra"), token_ttl_s=30) as server:
         server.add_client("skinbatch", SECRET, [AUDIENCE])
         server.add_client("elsewhere", SECRET, ["another-service"])
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture(scope="module")
 def gateway(open_orthanc: LocalOrthanc, hydra: HydraIssuer,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[BearerGateway]:
-    server = BearerGateway(open_orthanc.url, hydra.issuer, AUDIENCE, tmp_path_factory.mktemp("oauth2-proxy"))
-    server.start()
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.cleanup()
+    with BearerGateway(open_orthanc.url, hydra.issuer, AUDIENCE, tmp_path_factory.mktemp("oauth2-proxy")) as server:
+        yield server  # ChildServer: started and ready on entry, closed on exit
 
 
 def _oauth_args(gateway: BearerGateway, hydra: HydraIssuer, secret_file: Path, client: str, audience: str) -> list[str]:

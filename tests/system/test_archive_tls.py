@@ -34,13 +34,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture(scope="module")
 def gateway(orthanc: Any, pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MutualTlsGateway]:
-    server = MutualTlsGateway(orthanc.url, pki, tmp_path_factory.mktemp("nginx"))
-    server.start()
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.cleanup()
+    with MutualTlsGateway(orthanc.url, pki, tmp_path_factory.mktemp("nginx")) as server:
+        yield server  # ChildServer: started and ready on entry, closed on exit
 
 
 def _archive_args(gateway: MutualTlsGateway, orthanc: Any, pki: Pki, cert: Path | None, key: Path | None) -> list[str]:
