@@ -120,7 +120,7 @@ class PoisonGuard:
         if suspects:
             log.warning("the partition's last owner stopped with messages in flight; they are retried one at "
                         "a time", extra={"event": "suspects", "partition": getattr(tp, "partition", None),
-                                         "suspects": len(suspects),
+                                         "suspects": len(suspects), "last_offset": max(suspects),
                                          "poison": sum(n >= DEATHS_TO_POISON for n in suspects.values())})
         return suspects
 
@@ -171,15 +171,19 @@ class PoisonGuard:
         self.alone_in_flight = (tp, offset)
         return list(self._ledgers)
 
-    def finished(self, tp: Hashable, offset: int) -> None:
-        """The record is answered (scored, dead-lettered or poisoned): no longer a suspect."""
+    def finished(self, tp: Hashable, offset: int) -> bool:
+        """The record is answered (scored, dead-lettered or poisoned): no longer a suspect. True when it
+        was the suspect alone in flight: its partition's metadata should be committed at once, since a
+        death before that commit would still count against it (answered, and then dead-lettered)."""
         ledger = self._ledgers.get(tp)
         if ledger is not None:
             ledger.suspects.pop(offset, None)
-        if self.alone_in_flight == (tp, offset):
-            self.alone_in_flight = None
-            if ledger is not None:
-                ledger.alone = None
+        if self.alone_in_flight != (tp, offset):
+            return False
+        self.alone_in_flight = None
+        if ledger is not None:
+            ledger.alone = None
+        return True
 
     def stop_cleanly(self, tps: Iterable[Hashable] | None = None) -> None:
         """A clean stop (of everything, or of revoked partitions): in-flight work is dropped, not

@@ -533,7 +533,8 @@ class ScoringConsumer:
             job = parent
         if not self.source.done(job.tp, job.offset):
             return
-        self.guard.finished(job.tp, job.offset)
+        if self.guard.finished(job.tp, job.offset):
+            self.source.commit_guard([job.tp])  # the suspect retried alone is answered: no longer "alone"
         self.health.progressed()
         self.metrics.messages.labels(job.outcome).inc()
         if job.timestamp_ms:

@@ -92,3 +92,13 @@ def test_metadata_stays_under_the_brokers_limit() -> None:
     meta = write_metadata(0, {}, 5000, None, range(0, 5000, 2))
     assert len(meta) <= METADATA_LIMIT
     assert len(read_metadata(meta, 0)) == 5000  # without the done list: every offset is a suspect
+
+
+def test_only_the_suspect_alone_reports_that_its_metadata_must_be_committed_at_once() -> None:
+    guard = PoisonGuard(slack=2)
+    guard.load(TP, 0, write_metadata(0, {0: 1, 1: 1}, None, None, []))
+    guard.go_alone(TP, 0)
+    assert "a" in json.loads(guard.metadata(TP, 0, []))  # a death now counts against offset 0
+    assert guard.finished(TP, 5) is False
+    assert guard.finished(TP, 0) is True
+    assert "a" not in json.loads(guard.metadata(TP, 1, [])) and guard.finished(TP, 0) is False
