@@ -60,3 +60,41 @@ def test_work_of_a_revoked_partition_no_longer_counts() -> None:
     source.assigned([tp])  # back to this member: a new generation, the old work is dropped
     assert not source.current(tp, generation, 7)
     assert not source.done(tp, 7)
+
+
+class FailingTransactions:
+    """A transactional committer whose commits fail (the coordinator's broker is down)."""
+
+    transactional = True
+    holding = 0
+
+    def __init__(self) -> None:
+        self.fail = False
+        self.forgotten: list[TopicPartition] = []
+
+    def commit(self, offsets: dict) -> None:
+        if self.fail:
+            raise TimeoutError("commit_transaction did not complete within 15 s")
+
+    def forget(self, tp: TopicPartition) -> None:
+        self.forgotten.append(tp)
+
+
+def test_exactly_once_a_partition_assigned_back_rewinds_to_its_last_commit_not_its_done_prefix() -> None:
+    fake, committer = RecordingConsumer(), FailingTransactions()
+    source = KafkaSource(fake, "req", ConsumerMetrics(), committer=committer)
+    tp, fresh = TopicPartition("req", 0), TopicPartition("req", 1)
+    for off in range(10, 15):
+        source.tracker.started(tp, off)
+    for off in (10, 11):
+        source.tracker.finished(tp, off)
+    source.maybe_commit(force=True)  # 10 and 11 answered in a committed transaction
+    for off in (12, 13):
+        source.tracker.finished(tp, off)  # answered, held for the next transaction
+    source.tracker.started(fresh, 40)
+    source.tracker.finished(fresh, 40)  # never committed
+    committer.fail = True
+    source.revoked([tp, fresh])  # the commit fails: the held answers of 12, 13 and 40 are dropped
+    assert committer.forgotten == [tp, fresh]
+    source.assigned([tp, fresh])
+    assert fake.seeks == [(tp, 12), (fresh, 40)]  # not 14 and 41: 12, 13 and 40 are answered again
