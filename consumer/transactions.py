@@ -158,6 +158,10 @@ class TransactionalCommitter:
             for offset in held_offsets:
                 del self._held[tp][offset]
         self.transactions += 1
+        log.debug("transaction committed", extra={
+            "event": "transaction_committed", "generation": group.generation_id,
+            "offsets": {tp.partition: meta.offset for tp, meta in offsets.items()},
+            "answered": {tp.partition: [o[0], o[-1]] for tp, o in due.items()}})
 
     def _fenced(self, error: BaseException) -> None:
         """The coordinator bumped our producer epoch: it aborted a transaction that stayed open past its
