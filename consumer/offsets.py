@@ -16,7 +16,6 @@ class _PartitionState:
     pending: set[int] = field(default_factory=set)
     next_offset: int | None = None  # one past the highest offset seen
     committed: int | None = None
-    first: int | None = None  # the lowest offset seen
 
 
 class OffsetTracker:
@@ -30,8 +29,6 @@ class OffsetTracker:
         state.pending.add(offset)
         if state.next_offset is None or offset + 1 > state.next_offset:
             state.next_offset = offset + 1
-        if state.first is None or offset < state.first:
-            state.first = offset
 
     def finished(self, partition: Hashable, offset: int) -> bool:
         """Mark an offset done. False if the partition was revoked meanwhile (stale work)."""
@@ -51,15 +48,6 @@ class OffsetTracker:
         if state is None or state.next_offset is None:
             return None
         return min(state.pending) if state.pending else state.next_offset
-
-    def uncommitted_from(self, partition: Hashable) -> int | None:
-        """Where the work whose commit has not succeeded begins: the last position marked committed,
-        else the first offset seen. With answers held for a transaction (exactly once), work done but not
-        committed is lost with its answers, so this, not :meth:`committable`, is where it starts again."""
-        state = self._parts.get(partition)
-        if state is None:
-            return None
-        return state.committed if state.committed is not None else state.first
 
     def to_commit(self) -> dict[Hashable, int]:
         """Positions that moved since they were last marked committed."""

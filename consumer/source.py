@@ -140,10 +140,7 @@ class KafkaSource:
                 self.guard.forget(tp)
             self._loaded_at.pop(tp, None)
             self._meta_sent.pop(tp, None)
-            # At least once, answers of the done prefix are out: start after it. Exactly once, they were
-            # held and are dropped with the partition: start where the last successful commit left off.
-            restart = (self.tracker.uncommitted_from(tp) if self.committer.transactional
-                       else self.tracker.committable(tp))
+            restart = self.tracker.committable(tp)
             if restart is not None:
                 self._restart_at[tp] = restart
             self.tracker.forget(tp)
