@@ -84,6 +84,8 @@ class KafkaSource:
         self._generation: dict[TopicPartition, int] = {}
         self._counter = 0
         self._restart_at: dict[TopicPartition, int] = {}
+        self._reposition: set[TopicPartition] = set()
+        """Exactly once: assigned partitions whose position must first be read from the group."""
         self._last_commit = 0.0
         self.paused = False
         self._watchdog = FetchWatchdog(fetch_stall_s)
@@ -152,10 +154,16 @@ class KafkaSource:
         for tp in assigned:
             self._bump(tp)
             # kafka-python keeps the fetch position of a partition that is revoked and assigned back to the
-            # same member. Work past the done prefix was dropped on revocation, so rewind to it, or those
-            # messages would never be processed.
+            # same member. At least once, work past the done prefix was dropped on revocation, so rewind to
+            # it, or those messages would never be processed (answers before it are out; any the partition's
+            # owners in between gave again are duplicates, which at least once allows).
             restart = self._restart_at.pop(tp, None)
-            if restart is not None:
+            if self.committer.transactional:
+                # Exactly once, the one right position is the group's committed offset: another member may
+                # have owned the partition in between and committed past this member's own last position
+                # (seen in the cluster test: a record answered by two generations). Read on the loop thread.
+                self._reposition.add(tp)
+            elif restart is not None:
                 self.consumer.seek(tp, restart)
         self._restart_at.clear()
         self._watchdog.joined()
@@ -176,16 +184,43 @@ class KafkaSource:
         :class:`KafkaProblem` (kind ``codec``): nothing of it was taken, so nothing past it is committed."""
         from kafka.errors import UnsupportedCodecError
 
+        if self._reposition:
+            self._position_from_group()
         try:
             batches = self.consumer.poll(timeout_ms=timeout_ms)
         except UnsupportedCodecError as exc:
             raise codec_problem(exc) from None
         for tp, records in batches.items():
+            if tp in self._reposition:
+                continue  # fetched from a position the group has not confirmed: not taken, fetched again
             if records:
                 self._delivered.add(tp)
             for record in records:
                 self.tracker.started(tp, record.offset)
                 yield Taken(tp, record.offset, self.generation(tp), record)
+
+    def _position_from_group(self) -> None:
+        """Exactly once: seek each newly assigned partition to the group's committed offset. Under
+        ``read_committed`` kafka-python asks with ``require_stable``, so an offset still inside another
+        member's open transaction is waited for, not read stale. A partition whose offset cannot be read
+        now stays unread (its records are not taken) and is tried again at the next poll."""
+        assignment = self.consumer.assignment()
+        for tp in list(self._reposition):
+            if tp not in assignment:
+                self._reposition.discard(tp)
+                continue
+            try:
+                committed = self.consumer.committed(tp, timeout_ms=10_000)
+            except Exception as exc:  # noqa: BLE001 - the group coordinator is away: try again next poll
+                log.warning("cannot read the partition's committed offset; not taking its records yet",
+                            extra={"event": "position_unknown", "partition": tp.partition,
+                                   "error": type(exc).__name__})
+                continue
+            if committed is None:
+                self.consumer.seek_to_beginning(tp)  # nothing committed: auto_offset_reset is earliest
+            else:
+                self.consumer.seek(tp, committed)
+            self._reposition.discard(tp)
 
     def connected(self) -> bool:
         """The group coordinator is known and connected (readiness); True for a client that cannot say."""

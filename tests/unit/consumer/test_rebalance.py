@@ -60,3 +60,81 @@ def test_work_of_a_revoked_partition_no_longer_counts() -> None:
     source.assigned([tp])  # back to this member: a new generation, the old work is dropped
     assert not source.current(tp, generation, 7)
     assert not source.done(tp, 7)
+
+
+class Record:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+class GroupConsumer(RecordingConsumer):
+    """Also answers ``committed`` from the group's offsets, and runs a rebalance inside ``poll`` as
+    kafka-python does (the listener runs, then records are returned, from the position it kept)."""
+
+    def __init__(self, committed: dict[TopicPartition, int]) -> None:
+        super().__init__()
+        self.group = committed
+        self.assigned: set[TopicPartition] = set()
+        self.on_poll: list = []
+        self.unreachable = False
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.assigned
+
+    def committed(self, tp: TopicPartition, timeout_ms: int | None = None) -> int | None:
+        if self.unreachable:
+            raise TimeoutError("coordinator not available")
+        return self.group.get(tp)
+
+    def seek_to_beginning(self, *tps: TopicPartition) -> None:
+        self.seeks.extend((tp, 0) for tp in tps)
+
+    def poll(self, timeout_ms: int) -> dict:
+        step = self.on_poll.pop(0) if self.on_poll else (lambda: {})
+        return step()
+
+
+class Transactions:
+    transactional = True
+    holding = 0
+
+    def commit(self, offsets: dict) -> None:
+        pass
+
+    def forget(self, tp: TopicPartition) -> None:
+        pass
+
+
+def test_exactly_once_an_assigned_partition_starts_at_the_groups_committed_offset() -> None:
+    tp, fresh = TopicPartition("req", 2), TopicPartition("req", 3)
+    fake = GroupConsumer({tp: 10})  # another member owned partition 2 meanwhile and committed up to 10
+    source = KafkaSource(fake, "req", ConsumerMetrics(), committer=Transactions())
+    for off in (7, 8):
+        source.tracker.started(tp, off)
+    source.tracker.finished(tp, 7)  # this member's own done prefix was 8
+
+    def rebalance() -> dict:
+        source.revoked([tp])
+        fake.assigned = {tp, fresh}
+        source.assigned([tp, fresh])
+        return {tp: [Record(9), Record(10)], fresh: [Record(0)]}  # from the position kafka-python kept
+
+    fake.on_poll = [rebalance, lambda: {tp: [Record(10)], fresh: [Record(0)]}]
+    assert list(source.poll(100)) == []  # nothing taken before the group's offsets are read
+    assert fake.seeks == []
+    taken = [(t.tp, t.offset) for t in source.poll(100)]
+    assert fake.seeks == [(tp, 10), (fresh, 0)]  # the group's 10, not this member's 8; nothing committed: 0
+    assert taken == [(tp, 10), (fresh, 0)]
+
+
+def test_exactly_once_a_partition_whose_offset_cannot_be_read_is_not_taken_until_it_can() -> None:
+    tp = TopicPartition("req", 0)
+    fake = GroupConsumer({tp: 5})
+    source = KafkaSource(fake, "req", ConsumerMetrics(), committer=Transactions())
+    fake.assigned = {tp}
+    source.assigned([tp])
+    fake.unreachable = True
+    fake.on_poll = [lambda: {tp: [Record(3)]}, lambda: {tp: [Record(5)]}]
+    assert list(source.poll(100)) == [] and fake.seeks == []
+    fake.unreachable = False
+    assert [t.offset for t in source.poll(100)] == [5] and fake.seeks == [(tp, 5)]
