@@ -221,6 +221,8 @@ class KafkaSource:
             else:
                 self.consumer.seek(tp, committed)
             self._reposition.discard(tp)
+            log.debug("position from the group", extra={"event": "position_from_group", "partition": tp.partition,
+                                                         "offset": committed})
 
     def connected(self) -> bool:
         """The group coordinator is known and connected (readiness); True for a client that cannot say."""
