@@ -215,7 +215,7 @@ class KafkaSource:
                 log.warning("cannot read the partition's committed offset; not taking its records yet",
                             extra={"event": "position_unknown", "partition": tp.partition,
                                    "error": type(exc).__name__})
-                continue
+                break  # the others would wait as long: the loop turns, and the next poll tries them all
             if committed is None:
                 self.consumer.seek_to_beginning(tp)  # nothing committed: auto_offset_reset is earliest
             else:

@@ -128,13 +128,17 @@ def test_exactly_once_an_assigned_partition_starts_at_the_groups_committed_offse
 
 
 def test_exactly_once_a_partition_whose_offset_cannot_be_read_is_not_taken_until_it_can() -> None:
-    tp = TopicPartition("req", 0)
-    fake = GroupConsumer({tp: 5})
+    tp, other = TopicPartition("req", 0), TopicPartition("req", 1)
+    fake = GroupConsumer({tp: 5, other: 7})
+    asked: list[TopicPartition] = []
+    committed = fake.committed
+    fake.committed = lambda t, timeout_ms=None: (asked.append(t), committed(t, timeout_ms))[1]  # type: ignore[method-assign]
     source = KafkaSource(fake, "req", ConsumerMetrics(), committer=Transactions())
-    fake.assigned = {tp}
-    source.assigned([tp])
+    fake.assigned = {tp, other}
+    source.assigned([tp, other])
     fake.unreachable = True
-    fake.on_poll = [lambda: {tp: [Record(3)]}, lambda: {tp: [Record(5)]}]
+    fake.on_poll = [lambda: {tp: [Record(3)]}, lambda: {tp: [Record(5)], other: [Record(7)]}]
     assert list(source.poll(100)) == [] and fake.seeks == []
+    assert len(asked) == 1  # one wait for an absent coordinator per poll, not one per partition
     fake.unreachable = False
-    assert [t.offset for t in source.poll(100)] == [5] and fake.seeks == [(tp, 5)]
+    assert [t.offset for t in source.poll(100)] == [5, 7] and sorted(fake.seeks) == [(tp, 5), (other, 7)]
