@@ -148,6 +148,7 @@ class KafkaSource:
             self.tracker.forget(tp)
             self.committer.forget(tp)
             self._bump(tp)
+        self._watchdog.rebalancing(self._clock())
         log.info("partitions revoked", extra={"event": "revoked", "partitions": [tp.partition for tp in revoked]})
 
     def assigned(self, assigned: list[TopicPartition]) -> None:
@@ -351,8 +352,13 @@ class KafkaSource:
                   extra={"event": "watchdog", "stalled_partitions": stalled})
         if verdict is Verdict.NUDGE:
             self.metrics.fetch_stalls.labels("rejoin").inc()
-            log.error("Kafka delivers nothing from partitions with records waiting; rejoining the group",
-                      extra={"event": "fetch_stalled", "partitions": stalled, "backlog": sum((backlog or {}).values())})
+            if stalled:
+                log.error("Kafka delivers nothing from partitions with records waiting; rejoining the group",
+                          extra={"event": "fetch_stalled", "partitions": stalled,
+                                 "backlog": sum((backlog or {}).values())})
+            else:
+                log.error("a rebalance has not ended in an assignment for %.0f s; rejoining the group",
+                          wd.stall_after_s, extra={"event": "fetch_stalled", "partitions": [], "backlog": None})
             self._rejoin(assignment)
         elif verdict is Verdict.EXIT:
             self.metrics.fetch_stalls.labels("exit").inc()

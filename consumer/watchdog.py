@@ -16,6 +16,11 @@ in an assignment within ``stall_after_s``, it asks for an exit: the process stop
 redelivered to
 the new member (at least once).
 
+A rebalance that never ends is a stall too: kafka-python 3.0 was seen to revoke a member's (empty)
+assignment when the request topic's metadata arrived, then never finish the join, for minutes, while
+the topic's records waited (CI, the Java codec test). A rebalance that has not ended in an assignment
+``stall_after_s`` after the revocation gets the same nudge, then the same exit.
+
 Not a stall: a paused consumer (backpressure, Triton or the archive down, draining), a partition with
 nothing to fetch, a consumer with no partitions (more members than partitions), and a backlog that
 cannot be measured (the broker is down: restarting would not help).
@@ -43,6 +48,8 @@ class FetchWatchdog:
     nudged: bool = False
     rejoin_started: float | None = None
     """When the nudge's rejoin began; None once it ended in an assignment."""
+    rebalance_started: float | None = None
+    """When the group last took this member's partitions back; None once it handed some out again."""
 
     @property
     def enabled(self) -> bool:
@@ -55,6 +62,12 @@ class FetchWatchdog:
     def joined(self) -> None:
         """The group handed this member an assignment (possibly empty): a rejoin has completed."""
         self.rejoin_started = None
+        self.rebalance_started = None
+
+    def rebalancing(self, now: float) -> None:
+        """The group revoked this member's partitions: an assignment should follow within seconds."""
+        if self.rebalance_started is None:
+            self.rebalance_started = now
 
     def observe(self, now: float, *, fetchable: bool, delivered: Collection[Hashable],
                 backlog: Mapping[Hashable, int] | None) -> Verdict:
@@ -63,6 +76,11 @@ class FetchWatchdog:
             return Verdict.OK
         if self.rejoin_started is not None and now - self.rejoin_started >= self.stall_after_s:
             return Verdict.EXIT  # the rejoin never finished: the group protocol itself is stuck
+        if self.rebalance_started is not None and now - self.rebalance_started >= self.stall_after_s:
+            if self.nudged:
+                return Verdict.EXIT
+            self.nudged, self.rejoin_started, self.rebalance_started = True, now, None
+            return Verdict.NUDGE  # the join is stuck: leave the group and join afresh
         if fetchable:
             self.rejoin_started = None  # partitions are assigned: any rejoin has finished
         if not fetchable or backlog is None:

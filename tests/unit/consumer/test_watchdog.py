@@ -145,3 +145,23 @@ def test_exit_only_after_a_nudge_and_a_full_period(
             return
         if not wd.nudged:
             nudged_at = None
+
+
+def test_a_rebalance_that_never_ends_in_an_assignment_is_nudged_then_abandoned() -> None:
+    wd = FetchWatchdog(stall_after_s=60)
+    wd.joined()
+    assert _look(wd, 0, {}) is Verdict.OK
+    wd.rebalancing(10)  # the group took the (empty) assignment back, and the join never finishes
+    assert _look(wd, 69, fetchable=False) is Verdict.OK
+    assert _look(wd, 70, fetchable=False) is Verdict.NUDGE
+    assert _look(wd, 129, fetchable=False) is Verdict.OK
+    assert _look(wd, 130, fetchable=False) is Verdict.EXIT  # the nudge's own rejoin never finished either
+
+
+def test_a_rebalance_that_ends_in_an_assignment_is_not_a_stall() -> None:
+    wd = FetchWatchdog(stall_after_s=60)
+    wd.rebalancing(0)
+    wd.rebalancing(30)  # revoked again before the assignment: the clock runs from the first
+    wd.joined()
+    assert _look(wd, 100, fetchable=False) is Verdict.OK
+    assert _look(wd, 200, {}) is Verdict.OK and not wd.nudged
