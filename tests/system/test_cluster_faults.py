@@ -18,7 +18,6 @@ around a cheap graph): Inception-v3 on two shared CPU cores answered 40 of the 6
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -29,6 +28,7 @@ import pytest
 
 from skinbatch.samples import synthetic_jpeg
 from tests.fixtures.cluster import PRODUCTION_TOPIC, KafkaCluster
+from tests.fixtures.kafka import run_java_client
 from tests.fixtures.stack import ConsumerProcess, TopicReader, unique_topics
 from tests.fixtures.triton import local_triton
 
@@ -186,14 +186,14 @@ def _first_log_line_after(consumers: list[ConsumerProcess], sizes: list[int], *n
 
 
 def _report(mode: str, msgs: dict[str, list[dict[str, Any]]], topics: dict[str, str],
-            heal: dict[str, float]) -> tuple[set[str], Counter[str], int]:
+            heal: dict[str, float]) -> set[str]:
     counts = Counter(m["request_id"] for m in msgs[topics["result"]])
     duplicates = sum(n - 1 for n in counts.values())
     lines = [f"{mode}: {len(counts)} of {REQUESTS} answered, {duplicates} duplicate result(s), "
              f"{len(msgs[topics['dead']])} dead letter(s)"]
     lines += [f"  {name}: {seconds:.1f} s" for name, seconds in heal.items()]
     print("\n".join(lines))
-    return set(counts), counts, duplicates
+    return set(counts)
 
 
 def read_committed_with_java(bootstrap: str, topic: str, keys: bool = False) -> list[tuple[int, int, str]]:
@@ -201,14 +201,8 @@ def read_committed_with_java(bootstrap: str, topic: str, keys: bool = False) -> 
     instead of the value), as Kafka's own Java client reads them with ``isolation.level=read_committed``:
     the reference for what a downstream service sees (kafka-python's reader is a sibling of the client
     under test, not an independent witness)."""
-    from skinbatch.localstack.kafka import check_java, ensure_kafka_jars
-
-    command = [check_java(), "-cp", str(ensure_kafka_jars() / "*"), str(JAVA_READER), bootstrap, topic]
-    result = subprocess.run(command + (["key"] if keys else []), capture_output=True, text=True, timeout=180,
-                            check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
     records = []
-    for line in result.stdout.splitlines():
+    for line in run_java_client(JAVA_READER, bootstrap, topic, *(["key"] if keys else [])).splitlines():
         partition, offset, value = line.split("\t", 2)
         records.append((int(partition), int(offset), value))
     return records
@@ -264,8 +258,7 @@ def test_every_request_answered_through_every_fault(kafka_cluster: KafkaCluster,
                                                     tmp_path: Path, exactly_once: bool) -> None:
     msgs, topics, heal = _run_with_faults(kafka_cluster, standin_repository, tmp_path, exactly_once)
     ids = {f"m-{i:03d}" for i in range(REQUESTS)}
-    answered, _counts, _duplicates = _report("exactly once" if exactly_once else "at least once", msgs, topics,
-                                             heal)
+    answered = _report("exactly once" if exactly_once else "at least once", msgs, topics, heal)
     assert ids - answered == set(), "lost"
     if exactly_once:
         _check_exactly_once(kafka_cluster, topics, tmp_path, len(msgs[topics["result"]]))

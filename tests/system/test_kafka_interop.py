@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import pytest
 
 from skinbatch.contract import ExitCode
 from skinbatch.samples import pydicom_colour_files, synthetic_jpeg
+from tests.fixtures.kafka import run_java_client
 from tests.fixtures.needs import need_java
 from tests.fixtures.stack import ConsumerProcess, TopicReader, produce, unique_topics
 
@@ -44,16 +44,9 @@ def _ids(msgs: dict[str, list[dict[str, Any]]], topic: str) -> set[str]:
 
 def run_java_producer(bootstrap: str, plan: list[tuple[str, str, str, Path]], work: Path) -> str:
     """Send ``(topic, compression.type, request id, file)`` records with Kafka's Java client."""
-    from skinbatch.localstack.kafka import check_java, ensure_kafka_jars
-
-    java = check_java()
-    libs = ensure_kafka_jars()
     plan_file = work / "plan.tsv"
     plan_file.write_text("".join(f"{t}\t{c}\t{rid}\t{path}\n" for t, c, rid, path in plan))
-    result = subprocess.run([java, "-cp", str(libs / "*"), str(JAVA_PRODUCER), bootstrap, str(plan_file)],
-                            capture_output=True, text=True, timeout=180, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+    return run_java_client(JAVA_PRODUCER, bootstrap, str(plan_file))
 
 
 def test_a_java_producer_with_every_codec(kafka_broker: Any, served_triton: Any, tmp_path: Path) -> None:
